@@ -1,0 +1,69 @@
+// The broker: owns the event loop, the listening socket, the vhosts, the
+// connections and the storage seam. One thread runs everything here; there
+// are no locks on the message path.
+//
+// Runs in-process for tests: start() on port 0 returns the bound port.
+#pragma once
+
+#include <asio.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/connection.hpp"
+#include "broker/options.hpp"
+#include "broker/persistence.hpp"
+#include "broker/vhost.hpp"
+
+namespace mb::broker {
+
+class Broker : public VhostEnv {
+ public:
+  explicit Broker(Options options, std::unique_ptr<Persistence> persistence = nullptr);
+  ~Broker() override;
+
+  // Binds and starts accepting; returns the bound port.
+  std::uint16_t start();
+  // Runs the loop until stop() completes (SIGTERM/SIGINT when handle_signals).
+  void run(bool handle_signals = true);
+  // Closes every connection with 320 CONNECTION_FORCED, then stops the loop.
+  void stop();
+
+  asio::io_context& io() { return io_; }
+  const Options& options() const { return options_; }
+  Vhost* find_vhost(std::string_view name);
+  // Checks a login; returns the refusal text or empty when accepted.
+  std::string authenticate(std::string_view user, std::string_view password, bool loopback) const;
+  void remove_connection(std::uint64_t id);
+  std::size_t connection_count() const { return connections_.size(); }
+
+  // VhostEnv
+  std::int64_t now_ms() const override;
+  std::uint64_t next_message_id() override { return ++last_message_id_; }
+  void schedule_dispatch(const QueuePtr& q) override;
+  Persistence& persistence() override { return *persistence_; }
+
+ private:
+  void accept();
+  void arm_tick();
+  void run_dispatch();
+
+  Options options_;
+  asio::io_context io_{1};
+  asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer tick_timer_;
+  asio::steady_timer accept_retry_timer_;
+  asio::signal_set signals_;
+  std::unique_ptr<Persistence> persistence_;
+  std::unordered_map<std::string, std::unique_ptr<Vhost>> vhosts_;
+  std::unordered_map<std::uint64_t, ConnectionPtr> connections_;
+  std::uint64_t next_connection_id_ = 0;
+  std::uint64_t last_message_id_ = 0;
+  std::vector<QueuePtr> dispatch_pending_;
+  bool dispatch_posted_ = false;
+  bool stopping_ = false;
+};
+
+}  // namespace mb::broker

@@ -1,0 +1,467 @@
+// Channel state machine. See channel.hpp.
+#include "broker/channel.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <random>
+
+#include "broker/errors.hpp"
+#include "common/amqp/properties.hpp"
+
+namespace mb::broker {
+namespace {
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+std::string generate_consumer_tag() {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::string tag = "amq.ctag-";
+  for (int i = 0; i < 22; ++i) tag.push_back(kAlphabet[rng() % 64]);
+  return tag;
+}
+
+// The expiration property is a decimal number of milliseconds (RabbitMQ's rule).
+std::int64_t parse_expiration(std::string_view s) {
+  std::int64_t v = -1;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || p != s.data() + s.size() || v < 0)
+    channel_error(ReplyCode::kPreconditionFailed, "invalid expiration '{}'", s);
+  return v;
+}
+
+}  // namespace
+
+Channel::Channel(std::uint16_t id, ChannelHost& host) : id_(id), host_(host) {}
+
+Channel::~Channel() = default;
+
+void Channel::handle(const amqp::Method& method) {
+  Vhost& vh = host_.vhost();
+  const std::uint64_t conn = host_.connection_id();
+  std::visit(
+      Overloaded{
+          [&](const amqp::BasicPublish& m) { on_publish(m); },
+          [&](const amqp::BasicAck& m) { settle(m.delivery_tag, m.multiple, false, false); },
+          [&](const amqp::BasicReject& m) { settle(m.delivery_tag, false, true, m.requeue); },
+          [&](const amqp::BasicNack& m) { settle(m.delivery_tag, m.multiple, true, m.requeue); },
+          [&](const amqp::BasicConsume& m) { on_consume(m); },
+          [&](const amqp::BasicCancel& m) { on_cancel(m.consumer_tag, m.no_wait, false); },
+          [&](const amqp::BasicGet& m) { on_get(m); },
+          [&](const amqp::BasicQos& m) { on_qos(m); },
+          [&](const amqp::BasicRecover&) {
+            requeue_all();
+            send(amqp::BasicRecoverOk{});
+          },
+          [&](const amqp::BasicRecoverAsync&) { requeue_all(); },
+          [&](const amqp::ExchangeDeclare& m) {
+            vh.declare_exchange(ExchangeDeclare{m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal,
+                                                &m.arguments});
+            if (!m.no_wait) send(amqp::ExchangeDeclareOk{});
+          },
+          [&](const amqp::ExchangeDelete& m) {
+            vh.delete_exchange(m.exchange, m.if_unused);
+            if (!m.no_wait) send(amqp::ExchangeDeleteOk{});
+          },
+          [&](const amqp::ExchangeBind& m) {
+            vh.bind_exchange(m.destination, m.source, m.routing_key, m.arguments);
+            if (!m.no_wait) send(amqp::ExchangeBindOk{});
+          },
+          [&](const amqp::ExchangeUnbind& m) {
+            vh.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments);
+            if (!m.no_wait) send(amqp::ExchangeUnbindOk{});
+          },
+          [&](const amqp::QueueDeclare& m) {
+            auto [q, created] = vh.declare_queue(
+                QueueDeclare{m.queue, m.passive, m.durable, m.exclusive, m.auto_delete, &m.arguments, conn});
+            if (created && q->exclusive()) host_.register_exclusive(q);
+            if (!m.no_wait)
+              send(amqp::QueueDeclareOk{q->name(), static_cast<std::uint32_t>(q->ready_count()),
+                                        static_cast<std::uint32_t>(q->consumer_count())});
+          },
+          [&](const amqp::QueueBind& m) {
+            vh.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments, conn);
+            if (!m.no_wait) send(amqp::QueueBindOk{});
+          },
+          [&](const amqp::QueueUnbind& m) {
+            vh.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments, conn);
+            send(amqp::QueueUnbindOk{});
+          },
+          [&](const amqp::QueuePurge& m) {
+            QueuePtr q = vh.queue_or_404(m.queue);
+            vh.check_exclusive(*q, conn);
+            const auto n = static_cast<std::uint32_t>(q->purge());
+            if (!m.no_wait) send(amqp::QueuePurgeOk{n});
+          },
+          [&](const amqp::QueueDelete& m) {
+            const auto n = static_cast<std::uint32_t>(vh.delete_queue(m.queue, m.if_unused, m.if_empty, conn));
+            if (!m.no_wait) send(amqp::QueueDeleteOk{n});
+          },
+          [&](const amqp::ChannelFlow& m) {
+            flow_active_ = m.active;
+            send(amqp::ChannelFlowOk{m.active});
+            if (flow_active_) wake_consumer_queues();
+          },
+          [&](const amqp::ChannelFlowOk&) {},
+          [&](const amqp::ConfirmSelect& m) {
+            if (tx_mode_) channel_error(ReplyCode::kPreconditionFailed, "cannot switch from tx to confirm mode");
+            confirm_mode_ = true;
+            if (!m.nowait) send(amqp::ConfirmSelectOk{});
+          },
+          [&](const amqp::TxSelect&) {
+            if (confirm_mode_) channel_error(ReplyCode::kPreconditionFailed, "cannot switch from confirm to tx mode");
+            tx_mode_ = true;
+            send(amqp::TxSelectOk{});
+          },
+          [&](const amqp::TxCommit&) {
+            if (!tx_mode_) channel_error(ReplyCode::kPreconditionFailed, "channel is not transactional");
+            tx_commit();
+          },
+          [&](const amqp::TxRollback&) {
+            if (!tx_mode_) channel_error(ReplyCode::kPreconditionFailed, "channel is not transactional");
+            tx_publishes_.clear();
+            tx_acks_.clear();
+            send(amqp::TxRollbackOk{});
+          },
+          [&](const auto& m) {
+            connection_error(ReplyCode::kCommandInvalid, "unexpected method {} on channel {}",
+                             std::decay_t<decltype(m)>::kName, id_);
+          },
+      },
+      method);
+}
+
+// ---- publishing -------------------------------------------------------------
+
+void Channel::on_publish(const amqp::BasicPublish& m) {
+  if (m.immediate) connection_error(ReplyCode::kNotImplemented, "immediate=true");
+  ExchangePtr x = host_.vhost().exchange_or_404(m.exchange);
+  if (x->internal())
+    channel_error(ReplyCode::kAccessRefused, "cannot publish to internal exchange '{}' in vhost '{}'", m.exchange,
+                  host_.vhost().name());
+  pending_.active = true;
+  pending_.header_seen = false;
+  pending_.exchange = std::move(x);
+  pending_.routing_key.assign(m.routing_key);
+  pending_.mandatory = m.mandatory;
+}
+
+void Channel::handle_header(std::string_view payload) {
+  if (!pending_.active || pending_.header_seen)
+    connection_error(ReplyCode::kUnexpectedFrame, "content header frame without a content method on channel {}", id_);
+  amqp::ContentHeader h = amqp::decode_content_header(payload);
+  if (h.class_id != 60) connection_error(ReplyCode::kFrameError, "content header for class {} (expected 60)", h.class_id);
+  if (h.body_size > host_.max_message_size()) {
+    pending_.active = false;
+    channel_error(ReplyCode::kPreconditionFailed, "message size {} is larger than configured max size {}", h.body_size,
+                  host_.max_message_size());
+  }
+  pending_.header_seen = true;
+  pending_.body_size = h.body_size;
+  pending_.properties.assign(h.properties);
+  pending_.body.clear();
+  pending_.body.reserve(h.body_size);
+  if (h.body_size == 0) finish_publish();
+}
+
+void Channel::handle_body(std::string_view payload) {
+  if (!pending_.active || !pending_.header_seen)
+    connection_error(ReplyCode::kUnexpectedFrame, "content body frame without a content header on channel {}", id_);
+  if (pending_.body.size() + payload.size() > pending_.body_size)
+    connection_error(ReplyCode::kFrameError, "content body exceeds the size in its header on channel {}", id_);
+  pending_.body.append(payload);
+  if (pending_.body.size() == pending_.body_size) finish_publish();
+}
+
+void Channel::finish_publish() {
+  pending_.active = false;
+  VhostEnv& env = host_.env();
+  amqp::PropertiesSummary s = amqp::summarize_properties(pending_.properties);
+  if (s.has_user_id && s.user_id != host_.user())
+    channel_error(ReplyCode::kPreconditionFailed, "user_id property set to '{}' but authenticated user was '{}'",
+                  s.user_id, host_.user());
+  auto msg = std::make_shared<Message>();
+  msg->id = env.next_message_id();
+  msg->exchange = pending_.exchange->name();
+  msg->routing_key = pending_.routing_key;
+  msg->properties = std::move(pending_.properties);
+  msg->body = std::move(pending_.body);
+  msg->delivery_mode = s.delivery_mode;
+  msg->priority = s.priority;
+  msg->has_headers = s.has_headers;
+  if (s.has_expiration) msg->expiration_ms = parse_expiration(s.expiration);
+  pending_.properties = std::string();
+  pending_.body = std::string();
+  ExchangePtr x = std::move(pending_.exchange);
+  if (tx_mode_) {
+    tx_publishes_.push_back(TxPublish{std::move(x), std::move(msg), pending_.mandatory});
+    return;
+  }
+  route_and_confirm(*x, msg, pending_.mandatory);
+}
+
+void Channel::route_and_confirm(const Exchange& x, const MessagePtr& msg, bool mandatory) {
+  PublishOutcome out = host_.vhost().publish(x, msg);
+  if (out.routed == 0 && !out.rejected && mandatory) {
+    send(amqp::BasicReturn{312, "NO_ROUTE", msg->exchange, msg->routing_key});
+    send_content(*msg);
+  }
+  if (!confirm_mode_) return;
+  const std::uint64_t seq = ++publish_seq_;
+  if (out.rejected) {
+    confirm(seq, false);
+    return;
+  }
+  const bool durable = msg->persistent() && out.routed > 0;
+  if (!durable && confirms_in_flight_ == 0) {
+    confirm(seq, true);
+    return;
+  }
+  ++confirms_in_flight_;
+  std::weak_ptr<Channel> self = weak_from_this();
+  host_.env().persistence().after_commit([self, seq](bool ok) {
+    if (auto ch = self.lock()) {
+      --ch->confirms_in_flight_;
+      ch->confirm(seq, ok);
+      ch->flush_confirms();
+    }
+  });
+}
+
+void Channel::confirm(std::uint64_t seq, bool ok) {
+  if (ok) {
+    if (ack_to_ != 0 && seq == ack_to_ + 1) {
+      ack_to_ = seq;
+      return;
+    }
+    flush_confirms();
+    ack_from_ = ack_to_ = seq;
+    return;
+  }
+  flush_confirms();
+  send(amqp::BasicNack{seq, false, false});
+}
+
+void Channel::flush_confirms() {
+  if (ack_to_ == 0) return;
+  send(amqp::BasicAck{ack_to_, ack_to_ != ack_from_});
+  ack_from_ = ack_to_ = 0;
+}
+
+void Channel::send_content(const Message& msg) {
+  amqp::write_content(host_.out(), id_, msg.properties, msg.body, host_.frame_max());
+}
+
+// ---- consuming --------------------------------------------------------------
+
+void Channel::on_consume(const amqp::BasicConsume& m) {
+  Vhost& vh = host_.vhost();
+  QueuePtr q = vh.queue_or_404(m.queue);
+  vh.check_exclusive(*q, host_.connection_id());
+  std::string tag = m.consumer_tag.empty() ? generate_consumer_tag() : std::string(m.consumer_tag);
+  if (consumers_.contains(tag))
+    connection_error(ReplyCode::kNotAllowed, "attempt to reuse consumer tag '{}'", tag);
+  if (q->has_exclusive_consumer() || (m.exclusive && q->consumer_count() > 0))
+    channel_error(ReplyCode::kAccessRefused, "queue '{}' in vhost '{}' in exclusive use", q->name(), vh.name());
+  auto c = std::make_shared<Consumer>();
+  c->tag = tag;
+  c->sink = this;
+  c->queue = q;
+  c->connection_id = host_.connection_id();
+  c->no_ack = m.no_ack;
+  c->exclusive = m.exclusive;
+  c->prefetch = prefetch_count_;
+  if (const auto* p = m.arguments.find("x-priority")) {
+    auto v = p->as_int();
+    if (!v) channel_error(ReplyCode::kPreconditionFailed, "invalid x-priority for consumer '{}'", tag);
+    c->priority = static_cast<std::int32_t>(*v);
+  }
+  q->touch(host_.env().now_ms());
+  if (!m.no_wait) send(amqp::BasicConsumeOk{tag});
+  consumers_.emplace(std::move(tag), c);
+  q->add_consumer(c.get());
+}
+
+void Channel::remove_consumer(const std::shared_ptr<Consumer>& c) {
+  QueuePtr q = c->queue;
+  if (q->remove_consumer(c.get())) host_.vhost().remove_queue(q);
+}
+
+void Channel::on_cancel(std::string_view tag, bool nowait, bool /*notify_client*/) {
+  auto it = consumers_.find(tag);
+  if (it != consumers_.end()) {
+    std::shared_ptr<Consumer> c = std::move(it->second);
+    consumers_.erase(it);
+    remove_consumer(c);
+  }
+  if (!nowait) send(amqp::BasicCancelOk{tag});
+}
+
+void Channel::cancelled_by_broker(Consumer& c) {
+  auto it = consumers_.find(c.tag);
+  if (it == consumers_.end()) return;
+  std::shared_ptr<Consumer> keep = std::move(it->second);
+  consumers_.erase(it);
+  keep->queue->remove_consumer(keep.get());
+  if (host_.consumer_cancel_notify()) send(amqp::BasicCancel{keep->tag, true});
+}
+
+bool Channel::can_deliver(const Consumer& c) const {
+  if (!flow_active_ || !host_.can_write()) return false;
+  if (c.no_ack) return true;
+  if (c.prefetch != 0 && c.unacked >= c.prefetch) return false;
+  return channel_prefetch_ == 0 || channel_unacked_ < channel_prefetch_;
+}
+
+void Channel::deliver(Consumer& c, QueueEntry&& e) {
+  const std::uint64_t tag = next_tag_++;
+  const Message& msg = *e.msg;
+  send(amqp::BasicDeliver{c.tag, tag, e.redelivered, msg.exchange, msg.routing_key});
+  send_content(msg);
+  if (c.no_ack) {
+    c.queue->discard(e);
+    return;
+  }
+  ++c.unacked;
+  ++channel_unacked_;
+  ++unacked_live_;
+  unacked_.push_back(Unacked{tag, c.queue, c.shared_from_this(), std::move(e), false});
+}
+
+void Channel::on_get(const amqp::BasicGet& m) {
+  Vhost& vh = host_.vhost();
+  QueuePtr q = vh.queue_or_404(m.queue);
+  vh.check_exclusive(*q, host_.connection_id());
+  std::optional<QueueEntry> e = q->get(host_.env().now_ms(), m.no_ack);
+  if (!e) {
+    send(amqp::BasicGetEmpty{});
+    return;
+  }
+  const std::uint64_t tag = next_tag_++;
+  const Message& msg = *e->msg;
+  send(amqp::BasicGetOk{tag, e->redelivered, msg.exchange, msg.routing_key,
+                        static_cast<std::uint32_t>(q->ready_count())});
+  send_content(msg);
+  if (m.no_ack) {
+    q->discard(*e);
+    return;
+  }
+  ++unacked_live_;
+  unacked_.push_back(Unacked{tag, q, nullptr, std::move(*e), false});
+}
+
+void Channel::on_qos(const amqp::BasicQos& m) {
+  if (m.prefetch_size != 0)
+    connection_error(ReplyCode::kNotImplemented, "prefetch_size!=0 ({})", m.prefetch_size);
+  if (m.global) {
+    channel_prefetch_ = m.prefetch_count;
+  } else {
+    // RabbitMQ applies global=false to consumers created afterwards; we also
+    // apply it to the channel's existing consumers, because Celery raises and
+    // lowers its prefetch with live consumers while it holds countdown tasks.
+    prefetch_count_ = m.prefetch_count;
+    for (auto& [_, c] : consumers_) c->prefetch = m.prefetch_count;
+  }
+  send(amqp::BasicQosOk{});
+  wake_consumer_queues();
+}
+
+// ---- acknowledgements -------------------------------------------------------
+
+void Channel::settle(std::uint64_t tag, bool multiple, bool reject, bool requeue) {
+  const std::uint64_t base = unacked_.empty() ? next_tag_ : unacked_.front().tag;
+  if (tag == 0 && multiple) {
+    tag = next_tag_ - 1;
+    if (unacked_.empty()) return;
+  } else if (tag < base || tag >= base + unacked_.size() || unacked_[tag - base].settled) {
+    channel_error(ReplyCode::kPreconditionFailed, "unknown delivery tag {}", tag);
+  }
+  if (tx_mode_) {
+    tx_acks_.push_back(TxAck{tag, multiple, reject, requeue});
+    return;
+  }
+  if (multiple) {
+    for (std::size_t i = 0; i < unacked_.size() && unacked_[i].tag <= tag; ++i)
+      if (!unacked_[i].settled) settle_one(unacked_[i], reject, requeue);
+  } else {
+    settle_one(unacked_[tag - base], reject, requeue);
+  }
+  pop_settled();
+}
+
+void Channel::settle_one(Unacked& u, bool reject, bool requeue) {
+  u.settled = true;
+  --unacked_live_;
+  if (u.consumer) {
+    --u.consumer->unacked;
+    --channel_unacked_;
+    host_.vhost().wake(*u.queue);
+  }
+  if (reject) {
+    u.queue->reject(std::move(u.entry), requeue);
+  } else {
+    u.queue->settle(u.entry);
+  }
+  u.queue.reset();
+  u.consumer.reset();
+}
+
+void Channel::pop_settled() {
+  while (!unacked_.empty() && unacked_.front().settled) unacked_.pop_front();
+}
+
+void Channel::requeue_all() {
+  // Requeue in reverse so each message lands before the ones after it.
+  for (auto it = unacked_.rbegin(); it != unacked_.rend(); ++it)
+    if (!it->settled) settle_one(*it, true, true);
+  unacked_.clear();
+}
+
+void Channel::wake_consumer_queues() {
+  for (auto& [_, c] : consumers_) host_.vhost().wake(*c->queue);
+}
+
+void Channel::resume_deliveries() { wake_consumer_queues(); }
+
+void Channel::tx_commit() {
+  std::vector<TxPublish> publishes = std::move(tx_publishes_);
+  std::vector<TxAck> acks = std::move(tx_acks_);
+  tx_publishes_.clear();
+  tx_acks_.clear();
+  tx_mode_ = false;  // apply directly, then return to tx mode
+  for (auto& p : publishes) route_and_confirm(*p.exchange, p.msg, p.mandatory);
+  for (const auto& a : acks) {
+    const std::uint64_t base = unacked_.empty() ? next_tag_ : unacked_.front().tag;
+    if (a.tag < base) continue;  // already settled by an earlier multiple ack in this transaction
+    if (a.multiple) {
+      for (std::size_t i = 0; i < unacked_.size() && unacked_[i].tag <= a.tag; ++i)
+        if (!unacked_[i].settled) settle_one(unacked_[i], a.reject, a.requeue);
+    } else if (a.tag - base < unacked_.size() && !unacked_[a.tag - base].settled) {
+      settle_one(unacked_[a.tag - base], a.reject, a.requeue);
+    }
+    pop_settled();
+  }
+  tx_mode_ = true;
+  std::weak_ptr<Channel> self = weak_from_this();
+  host_.env().persistence().after_commit([self](bool) {
+    if (auto ch = self.lock()) ch->send(amqp::TxCommitOk{});
+  });
+}
+
+void Channel::shutdown() {
+  pending_.active = false;
+  auto consumers = std::move(consumers_);
+  consumers_.clear();
+  for (auto& [_, c] : consumers) remove_consumer(c);
+  requeue_all();
+  tx_publishes_.clear();
+  tx_acks_.clear();
+}
+
+}  // namespace mb::broker

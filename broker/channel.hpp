@@ -1,0 +1,146 @@
+// A channel: its consumers, unacked deliveries, prefetch limits, publisher
+// confirms, transactions and the publish state machine (method -> header ->
+// body*). Takes decoded methods and content frames; writes replies and
+// deliveries through its ChannelHost (the connection). Never touches a socket.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "broker/queue.hpp"
+#include "broker/string_map.hpp"
+#include "broker/vhost.hpp"
+#include "common/amqp/frame.hpp"
+
+namespace mb::broker {
+
+// What a channel needs from its connection.
+class ChannelHost {
+ public:
+  virtual ~ChannelHost() = default;
+  virtual std::uint64_t connection_id() const = 0;
+  virtual Vhost& vhost() = 0;
+  virtual VhostEnv& env() = 0;
+  // The outbound buffer; appending marks the connection for a flush this turn.
+  virtual std::string& out() = 0;
+  virtual std::uint32_t frame_max() const = 0;
+  // False while the outbound buffer is over its high-water mark: hold deliveries.
+  virtual bool can_write() const = 0;
+  virtual bool consumer_cancel_notify() const = 0;
+  virtual const std::string& user() const = 0;
+  virtual std::uint64_t max_message_size() const = 0;
+  virtual void register_exclusive(const QueuePtr& q) = 0;
+};
+
+class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel> {
+ public:
+  Channel(std::uint16_t id, ChannelHost& host);
+  ~Channel() override;
+
+  std::uint16_t id() const { return id_; }
+  // True between basic.publish (or get-ok) and the last body frame.
+  bool expecting_content() const { return pending_.active; }
+
+  // Each may throw AmqpError.
+  void handle(const amqp::Method& m);
+  void handle_header(std::string_view payload);
+  void handle_body(std::string_view payload);
+
+  // Sends pending coalesced publisher confirms (once per read batch).
+  void flush_confirms();
+  // Releases consumers and requeues unacked deliveries (channel or connection closed).
+  void shutdown();
+  // Called when the connection's outbound buffer drained: resume deliveries.
+  void resume_deliveries();
+
+  // ConsumerSink
+  bool can_deliver(const Consumer& c) const override;
+  void deliver(Consumer& c, QueueEntry&& entry) override;
+  void cancelled_by_broker(Consumer& c) override;
+
+  std::size_t consumer_count() const { return consumers_.size(); }
+  std::size_t unacked_count() const { return unacked_live_; }
+  std::uint32_t prefetch_count() const { return prefetch_count_; }
+
+ private:
+  struct Unacked {
+    std::uint64_t tag = 0;
+    QueuePtr queue;
+    std::shared_ptr<Consumer> consumer;  // null for basic.get
+    QueueEntry entry;
+    bool settled = false;
+  };
+  struct PendingPublish {
+    bool active = false;
+    bool header_seen = false;
+    ExchangePtr exchange;
+    std::string routing_key;
+    bool mandatory = false;
+    std::uint64_t body_size = 0;
+    std::string properties;
+    std::string body;
+  };
+  struct TxPublish {
+    ExchangePtr exchange;
+    MessagePtr msg;
+    bool mandatory;
+  };
+  struct TxAck {
+    std::uint64_t tag;
+    bool multiple;
+    bool reject;
+    bool requeue;
+  };
+
+  template <typename M>
+  void send(const M& m) {
+    amqp::write_method(host_.out(), id_, m);
+  }
+  void send_content(const Message& msg);
+
+  void on_publish(const amqp::BasicPublish& m);
+  void finish_publish();
+  void route_and_confirm(const Exchange& x, const MessagePtr& msg, bool mandatory);
+  void confirm(std::uint64_t seq, bool ok);
+  void on_consume(const amqp::BasicConsume& m);
+  void on_cancel(std::string_view tag, bool nowait, bool notify_client);
+  void on_get(const amqp::BasicGet& m);
+  void on_qos(const amqp::BasicQos& m);
+  // Acks, rejects and nacks: validates the tag (406 when unknown).
+  void settle(std::uint64_t tag, bool multiple, bool reject, bool requeue);
+  void settle_one(Unacked& u, bool reject, bool requeue);
+  void requeue_all();
+  void pop_settled();
+  void wake_consumer_queues();
+  void remove_consumer(const std::shared_ptr<Consumer>& c);
+  void tx_commit();
+
+  std::uint16_t id_;
+  ChannelHost& host_;  // HELD NOT OWNED: the connection owns its channels
+  PendingPublish pending_;
+
+  StringMap<std::shared_ptr<Consumer>> consumers_;
+  std::deque<Unacked> unacked_;  // by delivery tag, ascending; settled ones popped from the front
+  std::size_t unacked_live_ = 0;
+  std::uint64_t next_tag_ = 1;
+  std::uint32_t prefetch_count_ = 0;    // basic.qos global=false: per consumer
+  std::uint32_t channel_prefetch_ = 0;  // basic.qos global=true: shared by the channel
+  std::uint32_t channel_unacked_ = 0;   // deliveries to consumers, for channel_prefetch_
+  bool flow_active_ = true;
+
+  bool confirm_mode_ = false;
+  std::uint64_t publish_seq_ = 0;
+  std::uint64_t ack_from_ = 0, ack_to_ = 0;  // coalesced confirms not yet sent
+  std::size_t confirms_in_flight_ = 0;       // waiting for the store
+
+  bool tx_mode_ = false;
+  std::vector<TxPublish> tx_publishes_;
+  std::vector<TxAck> tx_acks_;
+};
+
+using ChannelPtr = std::shared_ptr<Channel>;
+
+}  // namespace mb::broker

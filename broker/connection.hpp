@@ -1,0 +1,112 @@
+// One client connection: the only code that touches a client's socket.
+//
+// Reads large chunks, decodes every complete frame in the buffer, hands methods
+// to the connection state machine (handshake, heartbeats, close) or to the
+// channel they belong to, and writes replies and deliveries through one
+// gathered write per loop turn. The outbound buffer is bounded: above the
+// high-water mark deliveries are held and reading pauses until it drains.
+#pragma once
+
+#include <asio.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/channel.hpp"
+#include "broker/errors.hpp"
+#include "broker/options.hpp"
+
+namespace mb::broker {
+
+class Broker;
+
+class Connection : public ChannelHost, public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Broker& broker, asio::ip::tcp::socket socket, std::uint64_t id);
+  ~Connection() override;
+
+  void start();
+  // Server-initiated close (shutdown, management): connection.close with this code.
+  void close(ReplyCode code, std::string text, std::uint16_t class_id = 0, std::uint16_t method_id = 0);
+  bool closed() const { return state_ == State::kClosed; }
+
+  const std::string& peer() const { return peer_; }
+  std::size_t channel_count() const { return channels_.size(); }
+
+  // ChannelHost
+  std::uint64_t connection_id() const override { return id_; }
+  Vhost& vhost() override { return *vhost_; }
+  VhostEnv& env() override;
+  std::string& out() override;
+  std::uint32_t frame_max() const override { return frame_max_; }
+  bool can_write() const override { return out_.size() + writing_.size() < kOutboundHighWater; }
+  bool consumer_cancel_notify() const override { return cancel_notify_; }
+  const std::string& user() const override { return user_; }
+  std::uint64_t max_message_size() const override;
+  void register_exclusive(const QueuePtr& q) override { exclusive_queues_.push_back(q); }
+
+ private:
+  enum class State { kAwaitingHeader, kStartSent, kTuneSent, kAwaitingOpen, kOpen, kClosing, kClosed };
+  using Clock = std::chrono::steady_clock;
+
+  void read();
+  void on_read(const asio::error_code& ec, std::size_t n);
+  // Decodes and handles every whole frame buffered; false once the connection is closing.
+  void process_input();
+  bool handle_protocol_header();
+  void handle_frame(const amqp::Frame& f);
+  void handle_connection_method(const amqp::Method& m);
+  void handle_channel_frame(const amqp::Frame& f);
+  void on_start_ok(const amqp::ConnectionStartOk& m);
+  void on_tune_ok(const amqp::ConnectionTuneOk& m);
+  void on_open(const amqp::ConnectionOpen& m);
+  void fail(ReplyCode code, std::string_view text, std::uint16_t class_id = 0, std::uint16_t method_id = 0);
+  void close_channel(std::uint16_t id, const AmqpError& e, std::uint16_t class_id, std::uint16_t method_id);
+  void schedule_flush();
+  void flush();
+  void on_write(const asio::error_code& ec);
+  void arm_timer();
+  void on_timer();
+  // Closes the socket and releases channels, consumers and exclusive queues.
+  void teardown(std::string_view why);
+
+  Broker& broker_;  // HELD NOT OWNED
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;
+  std::uint64_t id_;
+  std::string peer_;
+  bool loopback_ = false;
+  State state_ = State::kAwaitingHeader;
+
+  std::vector<char> rbuf_;
+  std::size_t rstart_ = 0, rend_ = 0;
+  bool reading_ = false;
+  bool read_paused_ = false;
+
+  std::string out_;      // filled this turn
+  std::string writing_;  // in flight
+  bool writing_now_ = false;
+  bool flush_posted_ = false;
+  bool teardown_after_flush_ = false;  // we sent close-ok (or a bad-header reply): close once written
+
+  std::string user_;
+  Vhost* vhost_ = nullptr;  // HELD NOT OWNED
+  std::uint16_t channel_max_;
+  std::uint32_t frame_max_;
+  std::uint16_t heartbeat_ = 0;
+  bool cancel_notify_ = false;
+  Clock::time_point last_read_;
+  Clock::time_point last_write_;
+  Clock::time_point opened_at_;
+
+  std::unordered_map<std::uint16_t, ChannelPtr> channels_;
+  std::unordered_map<std::uint16_t, bool> closing_channels_;  // server sent channel.close, awaiting close-ok
+  std::vector<std::weak_ptr<Queue>> exclusive_queues_;
+};
+
+using ConnectionPtr = std::shared_ptr<Connection>;
+
+}  // namespace mb::broker

@@ -1,0 +1,34 @@
+// minibroker: flags -> Options -> Broker::run. Nothing else lives here.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "broker/broker.hpp"
+
+int main(int argc, char** argv) {
+  mb::broker::Options o;
+  CLI::App app{"minibroker: a self-contained AMQP 0-9-1 broker"};
+  app.add_option("--port", o.port, "AMQP port (0 picks a free one)")->capture_default_str();
+  app.add_option("--bind", o.bind, "address to listen on")->capture_default_str();
+  app.add_option("--data-dir", o.data_dir, "where durable state is kept")->capture_default_str();
+  app.add_option("--loglevel", o.loglevel, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--heartbeat", o.heartbeat, "heartbeat interval offered to clients, seconds")->capture_default_str();
+  app.add_option("--frame-max", o.frame_max, "largest frame accepted, bytes")->capture_default_str();
+  app.add_option("--channel-max", o.channel_max, "channels per connection")->capture_default_str();
+  app.add_option("--max-message-size", o.max_message_size, "largest message body, bytes")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(o.loglevel));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] %v");
+  try {
+    mb::broker::Broker broker(o);
+    broker.start();
+    broker.run();
+  } catch (const std::exception& e) {
+    spdlog::error("minibroker: {}", e.what());
+    return 1;
+  }
+  spdlog::info("minibroker stopped");
+  return 0;
+}

@@ -1,0 +1,32 @@
+// The broker's storage seam: what the vhost tells the store, in broker terms.
+//
+// The default implementation keeps nothing (every entity and message lives in
+// memory). A durable implementation writes durable entities and persistent
+// messages routed to durable queues, and runs `after_commit` callbacks once
+// everything written before them is durable (publisher confirms, tx.commit-ok).
+#pragma once
+
+#include <functional>
+
+#include "broker/exchange.hpp"
+#include "broker/queue.hpp"
+
+namespace mb::broker {
+
+class Persistence {
+ public:
+  virtual ~Persistence() = default;
+  virtual void exchange_declared(const Exchange&) {}
+  virtual void exchange_deleted(const Exchange&) {}
+  virtual void queue_declared(const Queue&) {}
+  virtual void queue_deleted(const Queue&) {}
+  virtual void binding_added(const Exchange& /*source*/, const Binding&) {}
+  virtual void binding_removed(const Exchange& /*source*/, const Binding&) {}
+  virtual void message_enqueued(const Queue&, const QueueEntry&) {}
+  virtual void message_removed(const Queue&, const QueueEntry&) {}
+  // Runs done(true) once every write issued before this call is durable, or
+  // done(false) if writing failed. May run it before returning.
+  virtual void after_commit(std::function<void(bool ok)> done) { done(true); }
+};
+
+}  // namespace mb::broker

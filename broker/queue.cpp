@@ -1,0 +1,298 @@
+// Queue semantics. See queue.hpp.
+#include "broker/queue.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace mb::broker {
+namespace {
+
+constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+
+bool expired(const QueueEntry& e, std::int64_t now_ms) { return e.expires_at < now_ms; }
+
+}  // namespace
+
+std::string_view death_reason_name(DeathReason r) {
+  switch (r) {
+    case DeathReason::kRejected:
+      return "rejected";
+    case DeathReason::kExpired:
+      return "expired";
+    case DeathReason::kMaxLen:
+      return "maxlen";
+    case DeathReason::kDeliveryLimit:
+      return "delivery_limit";
+  }
+  return "unknown";
+}
+
+std::optional<std::string> QueueArgs::parse(const amqp::FieldTable& args, QueueArgs& out) {
+  auto integer = [&](std::string_view key, std::int64_t min, std::int64_t max,
+                     std::optional<std::int64_t>& dst) -> std::optional<std::string> {
+    const amqp::FieldValue* v = args.find(key);
+    if (v == nullptr) return std::nullopt;
+    auto n = v->as_int();
+    if (!n) return "invalid arg '" + std::string(key) + "': not an integer";
+    if (*n < min || *n > max) return "invalid arg '" + std::string(key) + "': value out of range (" + std::to_string(*n) + ")";
+    dst = *n;
+    return std::nullopt;
+  };
+  auto text = [&](std::string_view key, std::optional<std::string>& dst) -> std::optional<std::string> {
+    const amqp::FieldValue* v = args.find(key);
+    if (v == nullptr) return std::nullopt;
+    auto s = v->as_string();
+    if (!s) return "invalid arg '" + std::string(key) + "': not a string";
+    dst = std::string(*s);
+    return std::nullopt;
+  };
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  if (auto e = integer("x-message-ttl", 0, 0xFFFFFFFFLL, out.message_ttl)) return e;
+  if (auto e = integer("x-expires", 1, 0xFFFFFFFFLL, out.expires)) return e;
+  if (auto e = integer("x-max-length", 0, kMax, out.max_length)) return e;
+  if (auto e = integer("x-max-length-bytes", 0, kMax, out.max_length_bytes)) return e;
+  if (auto e = integer("x-delivery-limit", 0, kMax, out.delivery_limit)) return e;
+  std::optional<std::int64_t> prio;
+  if (auto e = integer("x-max-priority", 0, 255, prio)) return e;
+  out.max_priority = static_cast<std::uint8_t>(prio.value_or(0));
+  if (auto e = text("x-dead-letter-exchange", out.dead_letter_exchange)) return e;
+  if (auto e = text("x-dead-letter-routing-key", out.dead_letter_routing_key)) return e;
+  if (out.dead_letter_routing_key && !out.dead_letter_exchange)
+    return std::string("invalid arg 'x-dead-letter-routing-key': requires x-dead-letter-exchange");
+  std::optional<std::string> overflow;
+  if (auto e = text("x-overflow", overflow)) return e;
+  if (overflow) {
+    if (*overflow == "drop-head") out.overflow = Overflow::kDropHead;
+    else if (*overflow == "reject-publish") out.overflow = Overflow::kRejectPublish;
+    else if (*overflow == "reject-publish-dlx") out.overflow = Overflow::kRejectPublishDlx;
+    else return "invalid arg 'x-overflow': unknown value '" + *overflow + "'";
+  }
+  if (const amqp::FieldValue* v = args.find("x-single-active-consumer")) {
+    auto b = v->as_bool();
+    if (!b) return std::string("invalid arg 'x-single-active-consumer': not a boolean");
+    out.single_active_consumer = *b;
+  }
+  return std::nullopt;
+}
+
+Queue::Queue(std::string name, bool durable, bool exclusive, bool auto_delete, amqp::FieldTable raw_args,
+             QueueArgs args, std::uint64_t owner_connection, QueueHooks* hooks)
+    : name_(std::move(name)),
+      durable_(durable),
+      exclusive_(exclusive),
+      auto_delete_(auto_delete),
+      raw_args_(std::move(raw_args)),
+      args_(std::move(args)),
+      owner_(owner_connection),
+      hooks_(hooks),
+      levels_(std::size_t{args_.max_priority} + 1) {}
+
+std::deque<QueueEntry>& Queue::level_for(std::uint8_t priority) {
+  return levels_[std::min<std::size_t>(priority, levels_.size() - 1)];
+}
+
+std::deque<QueueEntry>* Queue::head_level() {
+  for (auto it = levels_.rbegin(); it != levels_.rend(); ++it)
+    if (!it->empty()) return &*it;
+  return nullptr;
+}
+
+QueueEntry Queue::pop_head(std::deque<QueueEntry>& level) {
+  QueueEntry e = std::move(level.front());
+  level.pop_front();
+  --ready_count_;
+  ready_bytes_ -= e.msg->body_size();
+  return e;
+}
+
+std::int64_t Queue::expiry_for(const Message& m, std::int64_t now_ms) const {
+  std::optional<std::int64_t> ttl = args_.message_ttl;
+  if (m.expiration_ms && (!ttl || *m.expiration_ms < *ttl)) ttl = m.expiration_ms;
+  return ttl ? now_ms + *ttl : kNever;
+}
+
+bool Queue::over_limit(std::size_t extra_count, std::uint64_t extra_bytes) const {
+  if (args_.max_length && static_cast<std::int64_t>(ready_count_ + extra_count) > *args_.max_length) return true;
+  if (args_.max_length_bytes && static_cast<std::int64_t>(ready_bytes_ + extra_bytes) > *args_.max_length_bytes)
+    return true;
+  return false;
+}
+
+Queue::EnqueueResult Queue::enqueue(MessagePtr msg, std::int64_t now_ms) {
+  if (args_.overflow != Overflow::kDropHead && over_limit(1, msg->body_size())) {
+    if (args_.overflow == Overflow::kRejectPublishDlx && args_.dead_letter_exchange) {
+      QueueEntry e{next_seq_++, std::move(msg), kNever, 0, false};
+      hooks_->dead_letter(*this, e, DeathReason::kMaxLen);
+    }
+    return EnqueueResult::kRejected;
+  }
+  ++published;
+  QueueEntry e{next_seq_++, msg, expiry_for(*msg, now_ms), 0, false};
+  ready_bytes_ += msg->body_size();
+  ++ready_count_;
+  hooks_->enqueued(*this, e);
+  level_for(msg->priority).push_back(std::move(e));
+  dispatch(now_ms);
+  enforce_limits(now_ms);
+  return EnqueueResult::kAccepted;
+}
+
+void Queue::enforce_limits(std::int64_t /*now_ms*/) {
+  if (args_.overflow != Overflow::kDropHead) return;
+  while (ready_count_ > 0 && over_limit(0, 0)) {
+    // drop-head drops the oldest message regardless of priority: the lowest level first.
+    auto it = std::find_if(levels_.begin(), levels_.end(), [](const auto& l) { return !l.empty(); });
+    QueueEntry e = pop_head(*it);
+    if (args_.dead_letter_exchange) hooks_->dead_letter(*this, e, DeathReason::kMaxLen);
+    hooks_->removed(*this, e);
+  }
+}
+
+Consumer* Queue::pick_consumer() {
+  const std::size_t n = consumers_.size();
+  if (n == 0) return nullptr;
+  if (args_.single_active_consumer) {
+    Consumer* c = consumers_.front();
+    return c->sink->can_deliver(*c) ? c : nullptr;
+  }
+  for (std::size_t b = 0; b < n;) {
+    std::size_t e = b;
+    while (e < n && consumers_[e]->priority == consumers_[b]->priority) ++e;
+    const std::size_t g = e - b;
+    for (std::size_t i = 0; i < g; ++i) {
+      Consumer* c = consumers_[b + (rr_ + i) % g];
+      if (c->sink->can_deliver(*c)) {
+        rr_ += i + 1;
+        return c;
+      }
+    }
+    b = e;
+  }
+  return nullptr;
+}
+
+void Queue::dispatch(std::int64_t now_ms) {
+  while (ready_count_ > 0 && !deleted_) {
+    std::deque<QueueEntry>& level = *head_level();
+    if (expired(level.front(), now_ms)) {
+      QueueEntry e = pop_head(level);
+      if (args_.dead_letter_exchange) hooks_->dead_letter(*this, e, DeathReason::kExpired);
+      hooks_->removed(*this, e);
+      continue;
+    }
+    Consumer* c = pick_consumer();
+    if (c == nullptr) return;
+    QueueEntry e = pop_head(level);
+    ++e.delivery_count;
+    ++delivered;
+    if (!c->no_ack) ++unacked_count_;
+    c->sink->deliver(*c, std::move(e));
+  }
+}
+
+std::optional<QueueEntry> Queue::get(std::int64_t now_ms, bool no_ack) {
+  touch(now_ms);
+  expire(now_ms);
+  std::deque<QueueEntry>* level = head_level();
+  if (level == nullptr) return std::nullopt;
+  QueueEntry e = pop_head(*level);
+  ++e.delivery_count;
+  ++delivered;
+  if (!no_ack) ++unacked_count_;
+  return e;
+}
+
+void Queue::requeue(QueueEntry&& e) {
+  if (unacked_count_ > 0) --unacked_count_;
+  if (deleted_) {
+    hooks_->removed(*this, e);
+    return;
+  }
+  e.redelivered = true;
+  if (args_.delivery_limit && e.delivery_count > *args_.delivery_limit) {
+    if (args_.dead_letter_exchange) hooks_->dead_letter(*this, e, DeathReason::kDeliveryLimit);
+    hooks_->removed(*this, e);
+    return;
+  }
+  auto& level = level_for(e.msg->priority);
+  auto pos = std::upper_bound(level.begin(), level.end(), e.seq,
+                              [](std::uint64_t seq, const QueueEntry& x) { return seq < x.seq; });
+  ++ready_count_;
+  ready_bytes_ += e.msg->body_size();
+  level.insert(pos, std::move(e));
+  hooks_->wake(*this);
+}
+
+void Queue::settle(const QueueEntry& e) {
+  if (unacked_count_ > 0) --unacked_count_;
+  ++acked;
+  hooks_->removed(*this, e);
+}
+
+void Queue::discard(const QueueEntry& e) {
+  ++acked;
+  hooks_->removed(*this, e);
+}
+
+void Queue::reject(QueueEntry&& e, bool requeue_it) {
+  if (requeue_it) {
+    requeue(std::move(e));
+    return;
+  }
+  if (unacked_count_ > 0) --unacked_count_;
+  if (args_.dead_letter_exchange && !deleted_) hooks_->dead_letter(*this, e, DeathReason::kRejected);
+  hooks_->removed(*this, e);
+}
+
+std::size_t Queue::purge() {
+  const std::size_t n = ready_count_;
+  for (auto& level : levels_) {
+    for (const auto& e : level) hooks_->removed(*this, e);
+    level.clear();
+  }
+  ready_count_ = 0;
+  ready_bytes_ = 0;
+  return n;
+}
+
+std::int64_t Queue::expire(std::int64_t now_ms) {
+  std::int64_t next = 0;
+  for (auto& level : levels_) {
+    while (!level.empty() && expired(level.front(), now_ms)) {
+      QueueEntry e = pop_head(level);
+      if (args_.dead_letter_exchange) hooks_->dead_letter(*this, e, DeathReason::kExpired);
+      hooks_->removed(*this, e);
+    }
+    if (!level.empty() && level.front().expires_at != kNever) {
+      const std::int64_t at = level.front().expires_at;
+      if (next == 0 || at < next) next = at;
+    }
+  }
+  return next;
+}
+
+void Queue::add_consumer(Consumer* c) {
+  had_consumer_ = true;
+  if (args_.single_active_consumer) {
+    consumers_.push_back(c);
+  } else {
+    auto pos = std::find_if(consumers_.begin(), consumers_.end(),
+                            [c](const Consumer* x) { return x->priority < c->priority; });
+    consumers_.insert(pos, c);
+  }
+  hooks_->wake(*this);
+}
+
+bool Queue::remove_consumer(Consumer* c) {
+  auto it = std::find(consumers_.begin(), consumers_.end(), c);
+  if (it == consumers_.end()) return false;
+  consumers_.erase(it);
+  if (!consumers_.empty()) hooks_->wake(*this);
+  return auto_delete_ && had_consumer_ && consumers_.empty();
+}
+
+bool Queue::has_exclusive_consumer() const {
+  return std::any_of(consumers_.begin(), consumers_.end(), [](const Consumer* c) { return c->exclusive; });
+}
+
+}  // namespace mb::broker

@@ -1,0 +1,464 @@
+// Vhost: declare/delete rules, bindings, routing and dead-lettering. See vhost.hpp.
+#include "broker/vhost.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <random>
+
+#include "broker/errors.hpp"
+#include "common/amqp/properties.hpp"
+
+namespace mb::broker {
+namespace {
+
+constexpr std::string_view kReservedPrefix = "amq.";
+constexpr int kMaxAlternateDepth = 8;  // alternate-exchange chains longer than this are cut
+
+std::string_view yes_no(bool b) { return b ? "true" : "false"; }
+
+// The queue arguments RabbitMQ compares on redeclare.
+constexpr std::string_view kEquivalenceArgs[] = {
+    "x-dead-letter-exchange", "x-dead-letter-routing-key", "x-expires",   "x-max-length",
+    "x-max-length-bytes",     "x-max-priority",            "x-message-ttl", "x-overflow",
+    "x-queue-type",           "x-single-active-consumer",  "x-delivery-limit"};
+
+bool same_arg(const amqp::FieldValue* a, const amqp::FieldValue* b) {
+  if (a == nullptr || b == nullptr) return a == b;
+  if (auto x = a->as_int()) return x == b->as_int();
+  return *a == *b;
+}
+
+}  // namespace
+
+Vhost::Vhost(std::string name, VhostEnv& env) : name_(std::move(name)), env_(env) {
+  add_builtin("", ExchangeType::kDirect);
+  add_builtin("amq.direct", ExchangeType::kDirect);
+  add_builtin("amq.fanout", ExchangeType::kFanout);
+  add_builtin("amq.topic", ExchangeType::kTopic);
+  add_builtin("amq.headers", ExchangeType::kHeaders);
+  add_builtin("amq.match", ExchangeType::kHeaders);
+}
+
+void Vhost::add_builtin(std::string name, ExchangeType type, bool internal) {
+  auto x = std::make_shared<Exchange>(name, type, true, false, internal, amqp::FieldTable{});
+  exchanges_.emplace(std::move(name), std::move(x));
+}
+
+ExchangePtr Vhost::find_exchange(std::string_view name) const {
+  auto it = exchanges_.find(name);
+  return it == exchanges_.end() ? nullptr : it->second;
+}
+
+QueuePtr Vhost::find_queue(std::string_view name) const {
+  auto it = queues_.find(name);
+  return it == queues_.end() ? nullptr : it->second;
+}
+
+ExchangePtr Vhost::exchange_or_404(std::string_view name) const {
+  ExchangePtr x = find_exchange(name);
+  if (!x) channel_error(ReplyCode::kNotFound, "no exchange '{}' in vhost '{}'", name, name_);
+  return x;
+}
+
+QueuePtr Vhost::queue_or_404(std::string_view name) const {
+  QueuePtr q = find_queue(name);
+  if (!q) channel_error(ReplyCode::kNotFound, "no queue '{}' in vhost '{}'", name, name_);
+  return q;
+}
+
+void Vhost::check_exclusive(const Queue& q, std::uint64_t connection_id) const {
+  if (q.exclusive() && q.owner() != connection_id)
+    channel_error(ReplyCode::kResourceLocked,
+                  "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally "
+                  "declared on another connection or the exclusive property value does not match that of the "
+                  "original declaration.",
+                  q.name(), name_);
+}
+
+ExchangePtr Vhost::declare_exchange(const ExchangeDeclare& d) {
+  if (d.passive) return exchange_or_404(d.name);
+  if (d.name.empty()) channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
+  if (d.name.starts_with(kReservedPrefix))
+    channel_error(ReplyCode::kAccessRefused, "exchange name '{}' contains reserved prefix 'amq.*'", d.name);
+  static const amqp::FieldTable kNoArgs;
+  const amqp::FieldTable& args = d.arguments ? *d.arguments : kNoArgs;
+
+  bool delayed = d.type == "x-delayed-message";
+  std::optional<ExchangeType> type;
+  if (delayed) {
+    const amqp::FieldValue* dt = args.find("x-delayed-type");
+    auto s = dt ? dt->as_string() : std::nullopt;
+    type = s ? parse_exchange_type(*s) : std::nullopt;
+    if (!type)
+      channel_error(ReplyCode::kPreconditionFailed,
+                    "Invalid argument, 'x-delayed-type' must be an existing exchange type");
+  } else {
+    type = parse_exchange_type(d.type);
+    if (!type) channel_error(ReplyCode::kPreconditionFailed, "invalid exchange type '{}' for exchange '{}' in vhost '{}'", d.type, d.name, name_);
+  }
+
+  if (ExchangePtr x = find_exchange(d.name)) {
+    auto inequivalent = [&](std::string_view what, std::string_view got, std::string_view have) {
+      channel_error(ReplyCode::kPreconditionFailed,
+                    "inequivalent arg '{}' for exchange '{}' in vhost '{}': received '{}' but current is '{}'", what,
+                    d.name, name_, got, have);
+    };
+    if (x->type_name() != d.type) inequivalent("type", d.type, x->type_name());
+    if (x->durable() != d.durable) inequivalent("durable", yes_no(d.durable), yes_no(x->durable()));
+    if (x->auto_delete() != d.auto_delete)
+      inequivalent("auto_delete", yes_no(d.auto_delete), yes_no(x->auto_delete()));
+    if (x->internal() != d.internal) inequivalent("internal", yes_no(d.internal), yes_no(x->internal()));
+    if (!(x->arguments() == args)) inequivalent("arguments", "(new)", "(current)");
+    return x;
+  }
+  auto x = std::make_shared<Exchange>(std::string(d.name), *type, d.durable, d.auto_delete, d.internal, args);
+  x->set_delayed(delayed);
+  exchanges_.emplace(x->name(), x);
+  if (x->durable()) env_.persistence().exchange_declared(*x);
+  return x;
+}
+
+void Vhost::delete_exchange(std::string_view name, bool if_unused) {
+  if (name.empty()) channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
+  if (name.starts_with(kReservedPrefix))
+    channel_error(ReplyCode::kAccessRefused, "exchange name '{}' contains reserved prefix 'amq.*'", name);
+  ExchangePtr x = find_exchange(name);
+  if (!x) return;  // RabbitMQ: deleting a missing exchange succeeds
+  if (if_unused && x->has_bindings())
+    channel_error(ReplyCode::kPreconditionFailed, "exchange '{}' in vhost '{}' in use", name, name_);
+  remove_exchange(x);
+}
+
+void Vhost::remove_exchange(const ExchangePtr& x) {
+  exchanges_.erase(x->name());
+  Destination self{nullptr, x};
+  std::vector<ExchangePtr> sources;
+  for (auto& [_, other] : exchanges_) {
+    for (const auto& b : other->bindings())
+      if (b.destination == self && other->durable() && x->durable()) env_.persistence().binding_removed(*other, b);
+    if (other->unbind_all(self) > 0) sources.push_back(other);
+  }
+  if (x->durable()) {
+    for (const auto& b : x->bindings())
+      if (b.destination.queue ? b.destination.queue->durable() : b.destination.exchange->durable())
+        env_.persistence().binding_removed(*x, b);
+    env_.persistence().exchange_deleted(*x);
+  }
+  for (const auto& s : sources) maybe_auto_delete_exchange(s);
+}
+
+void Vhost::maybe_auto_delete_exchange(const ExchangePtr& x) {
+  if (x->auto_delete() && !x->has_bindings() && exchanges_.contains(x->name())) remove_exchange(x);
+}
+
+std::string Vhost::generate_queue_name() {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static std::mt19937_64 rng{std::random_device{}()};
+  for (;;) {
+    std::string name = "amq.gen-";
+    for (int i = 0; i < 22; ++i) name.push_back(kAlphabet[rng() % 64]);
+    if (!queues_.contains(name)) return name;
+  }
+}
+
+std::pair<QueuePtr, bool> Vhost::declare_queue(const QueueDeclare& d) {
+  static const amqp::FieldTable kNoArgs;
+  const amqp::FieldTable& args = d.arguments ? *d.arguments : kNoArgs;
+  const std::int64_t now = env_.now_ms();
+  if (!d.name.empty()) {
+    if (QueuePtr q = find_queue(d.name)) {
+      check_exclusive(*q, d.connection_id);
+      q->touch(now);
+      if (d.passive) return {q, false};
+      const bool durable = d.durable && !d.exclusive;
+      auto inequivalent = [&](std::string_view what, std::string_view got, std::string_view have) {
+        channel_error(ReplyCode::kPreconditionFailed,
+                      "inequivalent arg '{}' for queue '{}' in vhost '{}': received '{}' but current is '{}'", what,
+                      d.name, name_, got, have);
+      };
+      if (q->durable() != durable) inequivalent("durable", yes_no(durable), yes_no(q->durable()));
+      if (q->exclusive() != d.exclusive) inequivalent("exclusive", yes_no(d.exclusive), yes_no(q->exclusive()));
+      if (q->auto_delete() != d.auto_delete)
+        inequivalent("auto_delete", yes_no(d.auto_delete), yes_no(q->auto_delete()));
+      for (std::string_view key : kEquivalenceArgs)
+        if (!same_arg(args.find(key), q->raw_args().find(key))) inequivalent(key, "(new value)", "(current value)");
+      return {q, false};
+    }
+    if (d.passive) channel_error(ReplyCode::kNotFound, "no queue '{}' in vhost '{}'", d.name, name_);
+    if (d.name.starts_with(kReservedPrefix))
+      channel_error(ReplyCode::kAccessRefused, "queue name '{}' contains reserved prefix 'amq.*'", d.name);
+  } else if (d.passive) {
+    channel_error(ReplyCode::kNotFound, "no queue '' in vhost '{}'", name_);
+  }
+  QueueArgs parsed;
+  if (auto err = QueueArgs::parse(args, parsed))
+    channel_error(ReplyCode::kPreconditionFailed, "{} for queue '{}' in vhost '{}'", *err, d.name, name_);
+  std::string name = d.name.empty() ? generate_queue_name() : std::string(d.name);
+  const bool durable = d.durable && !d.exclusive;  // errata 30: durable+exclusive is transient
+  auto q = std::make_shared<Queue>(name, durable, d.exclusive, d.auto_delete, args, std::move(parsed),
+                                   d.exclusive ? d.connection_id : 0, this);
+  q->touch(now);
+  queues_.emplace(std::move(name), q);
+  if (q->durable()) env_.persistence().queue_declared(*q);
+  // Every queue is bound to the default exchange implicitly (routing by name).
+  return {q, true};
+}
+
+std::size_t Vhost::delete_queue(std::string_view name, bool if_unused, bool if_empty, std::uint64_t connection_id) {
+  QueuePtr q = find_queue(name);
+  if (!q) return 0;  // RabbitMQ: deleting a missing queue succeeds with count 0
+  check_exclusive(*q, connection_id);
+  if (if_unused && q->consumer_count() > 0)
+    channel_error(ReplyCode::kPreconditionFailed, "queue '{}' in vhost '{}' in use", name, name_);
+  if (if_empty && q->ready_count() > 0)
+    channel_error(ReplyCode::kPreconditionFailed, "queue '{}' in vhost '{}' is not empty", name, name_);
+  const std::size_t n = q->ready_count();
+  remove_queue(q);
+  return n;
+}
+
+void Vhost::remove_queue(const QueuePtr& q) {
+  if (q->deleted()) return;
+  q->mark_deleted();
+  queues_.erase(q->name());
+  Destination d{q, nullptr};
+  std::vector<ExchangePtr> sources;
+  for (auto& [_, x] : exchanges_) {
+    if (x->durable() && q->durable())
+      for (const auto& b : x->bindings())
+        if (b.destination == d) env_.persistence().binding_removed(*x, b);
+    if (x->unbind_all(d) > 0) sources.push_back(x);
+  }
+  // Cancel consumers; a sink removes the consumer from the queue as it goes.
+  std::vector<Consumer*> consumers = q->consumers();
+  for (Consumer* c : consumers) c->sink->cancelled_by_broker(*c);
+  q->purge();
+  if (q->durable()) env_.persistence().queue_deleted(*q);
+  for (const auto& s : sources) maybe_auto_delete_exchange(s);
+}
+
+void Vhost::bind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                       const amqp::FieldTable& args, std::uint64_t connection_id) {
+  if (exchange.empty()) channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
+  QueuePtr q = queue_or_404(queue);
+  check_exclusive(*q, connection_id);
+  ExchangePtr x = exchange_or_404(exchange);
+  Binding b{Destination{q, nullptr}, std::string(key), args};
+  if (x->bind(b) && x->durable() && q->durable()) env_.persistence().binding_added(*x, b);
+}
+
+void Vhost::unbind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                         const amqp::FieldTable& args, std::uint64_t connection_id) {
+  if (exchange.empty()) channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
+  QueuePtr q = queue_or_404(queue);
+  check_exclusive(*q, connection_id);
+  ExchangePtr x = exchange_or_404(exchange);
+  Binding b{Destination{q, nullptr}, std::string(key), args};
+  if (x->unbind(b)) {
+    if (x->durable() && q->durable()) env_.persistence().binding_removed(*x, b);
+    maybe_auto_delete_exchange(x);
+  }
+}
+
+void Vhost::bind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                          const amqp::FieldTable& args) {
+  if (destination.empty() || source.empty())
+    channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
+  ExchangePtr dst = exchange_or_404(destination);
+  ExchangePtr src = exchange_or_404(source);
+  Binding b{Destination{nullptr, dst}, std::string(key), args};
+  if (src->bind(b) && src->durable() && dst->durable()) env_.persistence().binding_added(*src, b);
+}
+
+void Vhost::unbind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                            const amqp::FieldTable& args) {
+  if (destination.empty() || source.empty())
+    channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
+  ExchangePtr dst = exchange_or_404(destination);
+  ExchangePtr src = exchange_or_404(source);
+  Binding b{Destination{nullptr, dst}, std::string(key), args};
+  if (src->unbind(b)) {
+    if (src->durable() && dst->durable()) env_.persistence().binding_removed(*src, b);
+    maybe_auto_delete_exchange(src);
+  }
+}
+
+const amqp::FieldTable* Vhost::HeaderCache::get() {
+  if (!decoded) {
+    decoded = true;
+    if (msg.has_headers) {
+      try {
+        headers = amqp::decode_properties(msg.properties).headers;
+      } catch (const amqp::DecodeError&) {
+        // Unparseable headers match no headers binding.
+      }
+    }
+  }
+  return headers ? &*headers : nullptr;
+}
+
+void Vhost::route(const Exchange& x, const Message& msg, std::vector<Queue*>& out) const {
+  out.clear();
+  HeaderCache message_headers{msg};
+  route_from(x, msg, out, message_headers, 0);
+}
+
+void Vhost::route_from(const Exchange& x, const Message& msg, std::vector<Queue*>& out,
+                       HeaderCache& message_headers, int depth) const {
+  auto add_queue = [&out](Queue* q) {
+    if (std::find(out.begin(), out.end(), q) == out.end()) out.push_back(q);
+  };
+  if (x.name().empty()) {
+    if (auto it = queues_.find(msg.routing_key); it != queues_.end()) add_queue(it->second.get());
+    return;
+  }
+  // Breadth-first over exchange-to-exchange bindings; visited guards against cycles.
+  visited_scratch_.clear();
+  visited_scratch_.push_back(&x);
+  for (std::size_t i = 0; i < visited_scratch_.size(); ++i) {
+    const Exchange* cur = visited_scratch_[i];
+    route_scratch_.clear();
+    cur->route(msg.routing_key, cur->needs_headers() ? message_headers.get() : nullptr, route_scratch_);
+    for (const Destination* d : route_scratch_) {
+      if (d->queue) {
+        add_queue(d->queue.get());
+      } else if (std::find(visited_scratch_.begin(), visited_scratch_.end(), d->exchange.get()) ==
+                 visited_scratch_.end()) {
+        visited_scratch_.push_back(d->exchange.get());
+      }
+    }
+  }
+  if (out.empty() && x.alternate_exchange() && depth < kMaxAlternateDepth) {
+    if (ExchangePtr ae = find_exchange(*x.alternate_exchange()); ae && ae.get() != &x)
+      route_from(*ae, msg, out, message_headers, depth + 1);
+  }
+}
+
+PublishOutcome Vhost::publish(const Exchange& x, const MessagePtr& msg) {
+  std::vector<Queue*>& out = publish_scratch_;
+  route(x, *msg, out);
+  PublishOutcome outcome;
+  const std::int64_t now = env_.now_ms();
+  for (Queue* q : out) {
+    if (q->enqueue(msg, now) == Queue::EnqueueResult::kAccepted) {
+      ++outcome.routed;
+    } else {
+      outcome.rejected = true;
+    }
+  }
+  out.clear();
+  return outcome;
+}
+
+void Vhost::enqueued(Queue& q, const QueueEntry& e) {
+  if (q.durable() && e.msg->persistent()) env_.persistence().message_enqueued(q, e);
+}
+
+void Vhost::removed(Queue& q, const QueueEntry& e) {
+  if (q.durable() && e.msg->persistent()) env_.persistence().message_removed(q, e);
+}
+
+void Vhost::wake(Queue& q) {
+  if (q.wake_pending || q.deleted()) return;
+  q.wake_pending = true;
+  env_.schedule_dispatch(q.shared_from_this());
+}
+
+void Vhost::dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) {
+  const auto& dlx_name = q.args().dead_letter_exchange;
+  if (!dlx_name) return;
+  ExchangePtr dlx = find_exchange(*dlx_name);
+  if (!dlx) {
+    spdlog::debug("dead-letter exchange '{}' of queue '{}' does not exist; message dropped", *dlx_name, q.name());
+    return;
+  }
+  const Message& old = *e.msg;
+  amqp::BasicProperties props;
+  try {
+    props = amqp::decode_properties(old.properties);
+  } catch (const amqp::DecodeError&) {
+    return;
+  }
+  amqp::FieldTable headers = props.headers ? std::move(*props.headers) : amqp::FieldTable{};
+  const std::string_view reason_name = death_reason_name(reason);
+
+  amqp::FieldArray deaths;
+  if (const auto* xd = headers.find("x-death"))
+    if (const auto* arr = xd->as_array()) deaths = *arr;
+  std::int64_t count = 1;
+  for (auto it = deaths.begin(); it != deaths.end(); ++it) {
+    const amqp::FieldTable* t = it->as_table();
+    if (t == nullptr) continue;
+    const auto* tq = t->find("queue");
+    const auto* tr = t->find("reason");
+    if (tq && tr && tq->as_string() == std::string_view(q.name()) && tr->as_string() == reason_name) {
+      if (const auto* c = t->find("count")) count = c->as_int().value_or(0) + 1;
+      deaths.erase(it);
+      break;
+    }
+  }
+  amqp::FieldTable death;
+  death.set("count", std::int64_t{count});
+  death.set("reason", std::string(reason_name));
+  death.set("queue", q.name());
+  death.set("time", amqp::Timestamp{static_cast<std::uint64_t>(env_.now_ms() / 1000)});
+  death.set("exchange", old.exchange);
+  death.set("routing-keys", amqp::FieldArray{amqp::FieldValue(old.routing_key)});
+  if (props.expiration) {
+    death.set("original-expiration", *props.expiration);
+    props.expiration.reset();
+  }
+  deaths.insert(deaths.begin(), amqp::FieldValue(std::move(death)));
+  if (!headers.find("x-first-death-exchange")) {
+    headers.set("x-first-death-exchange", old.exchange);
+    headers.set("x-first-death-queue", q.name());
+    headers.set("x-first-death-reason", std::string(reason_name));
+  }
+  headers.set("x-death", std::move(deaths));
+  props.headers = std::move(headers);
+
+  auto msg = std::make_shared<Message>();
+  msg->id = env_.next_message_id();
+  msg->exchange = *dlx_name;
+  msg->routing_key = q.args().dead_letter_routing_key.value_or(old.routing_key);
+  msg->properties = amqp::encode_properties(props);
+  msg->body = old.body;
+  msg->delivery_mode = old.delivery_mode;
+  msg->priority = old.priority;
+  msg->has_headers = true;
+
+  std::vector<Queue*> targets;
+  route(*dlx, *msg, targets);
+  const std::int64_t now = env_.now_ms();
+  for (Queue* target : targets) {
+    // A message expiring or overflowing back into the same queue would cycle forever.
+    if (target == &q && reason != DeathReason::kRejected) continue;
+    target->enqueue(msg, now);
+  }
+}
+
+void Vhost::tick(std::int64_t now_ms) {
+  std::vector<QueuePtr> expired;
+  for (auto& [_, q] : queues_) {
+    q->expire(now_ms);
+    const auto& exp = q->args().expires;
+    if (exp && q->consumer_count() == 0 && now_ms - q->last_used() >= *exp) expired.push_back(q);
+  }
+  for (const auto& q : expired) {
+    spdlog::debug("queue '{}' in vhost '{}' expired (x-expires)", q->name(), name_);
+    remove_queue(q);
+  }
+}
+
+ExchangePtr Vhost::restore_exchange(ExchangePtr x) {
+  exchanges_[x->name()] = x;
+  return x;
+}
+
+QueuePtr Vhost::restore_queue(QueuePtr q) {
+  queues_[q->name()] = q;
+  return q;
+}
+
+}  // namespace mb::broker

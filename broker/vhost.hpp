@@ -1,0 +1,126 @@
+// A virtual host: its exchanges, queues and bindings, declare/delete rules, and
+// routing that follows exchange-to-exchange bindings and alternate exchanges.
+//
+// Knows no sockets and no bytes beyond decoding message headers when a headers
+// exchange or dead-lettering needs them. Peer errors are thrown as AmqpError
+// with RabbitMQ's reply codes and texts.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker/exchange.hpp"
+#include "broker/persistence.hpp"
+#include "broker/queue.hpp"
+#include "broker/string_map.hpp"
+
+namespace mb::broker {
+
+// What a vhost needs from the broker around it.
+class VhostEnv {
+ public:
+  virtual ~VhostEnv() = default;
+  virtual std::int64_t now_ms() const = 0;
+  virtual std::uint64_t next_message_id() = 0;
+  virtual void schedule_dispatch(const QueuePtr& q) = 0;
+  virtual Persistence& persistence() = 0;
+};
+
+struct ExchangeDeclare {
+  std::string_view name, type;
+  bool passive = false, durable = false, auto_delete = false, internal = false;
+  const amqp::FieldTable* arguments = nullptr;
+};
+
+struct QueueDeclare {
+  std::string_view name;
+  bool passive = false, durable = false, exclusive = false, auto_delete = false;
+  const amqp::FieldTable* arguments = nullptr;
+  std::uint64_t connection_id = 0;
+};
+
+struct PublishOutcome {
+  std::size_t routed = 0;  // queues that accepted the message
+  bool rejected = false;   // some queue refused it (x-overflow reject-publish)
+};
+
+class Vhost : public QueueHooks {
+ public:
+  Vhost(std::string name, VhostEnv& env);
+
+  const std::string& name() const { return name_; }
+
+  ExchangePtr find_exchange(std::string_view name) const;
+  QueuePtr find_queue(std::string_view name) const;
+  // Throws 404 NOT_FOUND.
+  ExchangePtr exchange_or_404(std::string_view name) const;
+  QueuePtr queue_or_404(std::string_view name) const;
+  // 405 RESOURCE_LOCKED when the queue is exclusive to another connection.
+  void check_exclusive(const Queue& q, std::uint64_t connection_id) const;
+
+  ExchangePtr declare_exchange(const ExchangeDeclare& d);
+  void delete_exchange(std::string_view name, bool if_unused);
+  // Returns the queue and whether it was created.
+  std::pair<QueuePtr, bool> declare_queue(const QueueDeclare& d);
+  // Returns the number of messages deleted.
+  std::size_t delete_queue(std::string_view name, bool if_unused, bool if_empty, std::uint64_t connection_id);
+  // Deletes unconditionally (exclusive owner gone, auto-delete, x-expires).
+  void remove_queue(const QueuePtr& q);
+
+  void bind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                  const amqp::FieldTable& args, std::uint64_t connection_id);
+  void unbind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                    const amqp::FieldTable& args, std::uint64_t connection_id);
+  void bind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                     const amqp::FieldTable& args);
+  void unbind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+                       const amqp::FieldTable& args);
+
+  // Routes from exchange x and enqueues to every matching queue, once each.
+  PublishOutcome publish(const Exchange& x, const MessagePtr& msg);
+  // The queues a message would reach (for tests and the management API).
+  void route(const Exchange& x, const Message& msg, std::vector<Queue*>& out) const;
+
+  // Housekeeping run by the broker's timer: expiry at queue heads, x-expires.
+  void tick(std::int64_t now_ms);
+
+  const StringMap<ExchangePtr>& exchanges() const { return exchanges_; }
+  const StringMap<QueuePtr>& queues() const { return queues_; }
+
+  // QueueHooks
+  void dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) override;
+  void wake(Queue& q) override;
+  void removed(Queue& q, const QueueEntry& e) override;
+  void enqueued(Queue& q, const QueueEntry& e) override;
+
+  // Restores entities from the store at start-up (no checks, no persistence calls).
+  ExchangePtr restore_exchange(ExchangePtr x);
+  QueuePtr restore_queue(QueuePtr q);
+
+ private:
+  void add_builtin(std::string name, ExchangeType type, bool internal = false);
+  void maybe_auto_delete_exchange(const ExchangePtr& x);
+  void remove_exchange(const ExchangePtr& x);
+  std::string generate_queue_name();
+  // Message headers, decoded at most once per routing and only if a headers exchange asks.
+  struct HeaderCache {
+    const Message& msg;
+    std::optional<amqp::FieldTable> headers;
+    bool decoded = false;
+    const amqp::FieldTable* get();
+  };
+  void route_from(const Exchange& x, const Message& msg, std::vector<Queue*>& out, HeaderCache& message_headers,
+                  int depth) const;
+
+  std::string name_;
+  VhostEnv& env_;  // HELD NOT OWNED
+  StringMap<ExchangePtr> exchanges_;
+  StringMap<QueuePtr> queues_;
+  mutable std::vector<const Destination*> route_scratch_;
+  mutable std::vector<const Exchange*> visited_scratch_;
+  std::vector<Queue*> publish_scratch_;
+};
+
+}  // namespace mb::broker
