@@ -114,6 +114,19 @@ std::string Broker::authenticate(std::string_view user, std::string_view passwor
   return "Login was refused using authentication mechanism PLAIN. For details see the broker logfile.";
 }
 
+std::string Broker::register_direct_reply(const std::shared_ptr<Consumer>& c) {
+  // Unguessable enough for a local broker: a counter and the consumer's address hashed.
+  const std::uint64_t n = ++direct_reply_counter_;
+  std::string key = fmt::format("g{:016x}{:08x}", std::hash<const void*>{}(c.get()) ^ (n * 0x9E3779B97F4A7C15ull), n);
+  direct_replies_[key] = c;
+  return key;
+}
+
+std::shared_ptr<Consumer> Broker::find_direct_reply(std::string_view key) const {
+  auto it = direct_replies_.find(key);
+  return it == direct_replies_.end() ? nullptr : it->second.lock();
+}
+
 void Broker::remove_connection(std::uint64_t id) { connections_.erase(id); }
 
 std::int64_t Broker::now_ms() const {

@@ -44,6 +44,9 @@ class Broker : public VhostEnv {
   std::uint64_t next_message_id() override { return ++last_message_id_; }
   void schedule_dispatch(const QueuePtr& q) override;
   Persistence& persistence() override { return *persistence_; }
+  std::string register_direct_reply(const std::shared_ptr<Consumer>& c) override;
+  void unregister_direct_reply(const std::string& key) override { direct_replies_.erase(key); }
+  std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const override;
 
  private:
   void accept();
@@ -59,6 +62,8 @@ class Broker : public VhostEnv {
   std::unique_ptr<Persistence> persistence_;
   std::unordered_map<std::string, std::unique_ptr<Vhost>> vhosts_;
   std::unordered_map<std::uint64_t, ConnectionPtr> connections_;
+  StringMap<std::weak_ptr<Consumer>> direct_replies_;
+  std::uint64_t direct_reply_counter_ = 0;
   std::uint64_t next_connection_id_ = 0;
   std::uint64_t last_message_id_ = 0;
   std::vector<QueuePtr> dispatch_pending_;

@@ -78,6 +78,10 @@ void Channel::handle(const amqp::Method& method) {
             if (!m.no_wait) send(amqp::ExchangeUnbindOk{});
           },
           [&](const amqp::QueueDeclare& m) {
+            if (m.queue == kDirectReplyQueue) {  // the pseudo-queue exists for every channel
+              if (!m.no_wait) send(amqp::QueueDeclareOk{m.queue, 0, 0});
+              return;
+            }
             auto [q, created] = vh.declare_queue(
                 QueueDeclare{m.queue, m.passive, m.durable, m.exclusive, m.auto_delete, &m.arguments, conn});
             if (created && q->exclusive()) host_.register_exclusive(q);
@@ -186,6 +190,13 @@ void Channel::finish_publish() {
   if (s.has_user_id && s.user_id != host_.user())
     channel_error(ReplyCode::kPreconditionFailed, "user_id property set to '{}' but authenticated user was '{}'",
                   s.user_id, host_.user());
+  if (s.reply_to == kDirectReplyQueue) {
+    if (reply_key_.empty())
+      channel_error(ReplyCode::kPreconditionFailed, "fast reply consumer does not exist");
+    amqp::BasicProperties props = amqp::decode_properties(pending_.properties);
+    props.reply_to = std::string(kDirectReplyPrefix) + reply_key_;
+    pending_.properties = amqp::encode_properties(props);
+  }
   auto msg = std::make_shared<Message>();
   msg->id = env.next_message_id();
   msg->exchange = pending_.exchange->name();
@@ -207,7 +218,16 @@ void Channel::finish_publish() {
 }
 
 void Channel::route_and_confirm(const Exchange& x, const MessagePtr& msg, bool mandatory) {
-  PublishOutcome out = host_.vhost().publish(x, msg);
+  PublishOutcome out;
+  if (x.name().empty() && std::string_view(msg->routing_key).starts_with(kDirectReplyPrefix)) {
+    if (auto c = host_.env().find_direct_reply(std::string_view(msg->routing_key).substr(kDirectReplyPrefix.size()))) {
+      c->sink->deliver(*c, QueueEntry{0, msg});
+      out.routed = 1;
+    }
+  } else {
+    out = host_.vhost().publish(x, msg);
+  }
+  SPDLOG_TRACE("conn {} ch {}: publish to '{}' rk '{}' routed {}", host_.connection_id(), id_, msg->exchange, msg->routing_key, out.routed);
   if (out.routed == 0 && !out.rejected && mandatory) {
     send(amqp::BasicReturn{312, "NO_ROUTE", msg->exchange, msg->routing_key});
     send_content(*msg);
@@ -262,6 +282,21 @@ void Channel::send_content(const Message& msg) {
 
 void Channel::on_consume(const amqp::BasicConsume& m) {
   Vhost& vh = host_.vhost();
+  if (m.queue == kDirectReplyQueue) {
+    if (!m.no_ack) channel_error(ReplyCode::kPreconditionFailed, "reply consumer cannot acknowledge");
+    if (!reply_key_.empty()) channel_error(ReplyCode::kPreconditionFailed, "reply consumer already set");
+    std::string tag = m.consumer_tag.empty() ? generate_consumer_tag() : std::string(m.consumer_tag);
+    if (consumers_.contains(tag)) connection_error(ReplyCode::kNotAllowed, "attempt to reuse consumer tag '{}'", tag);
+    auto c = std::make_shared<Consumer>();
+    c->tag = tag;
+    c->sink = this;
+    c->connection_id = host_.connection_id();
+    c->no_ack = true;
+    reply_key_ = host_.env().register_direct_reply(c);
+    if (!m.no_wait) send(amqp::BasicConsumeOk{tag});
+    consumers_.emplace(std::move(tag), std::move(c));
+    return;
+  }
   QueuePtr q = vh.queue_or_404(m.queue);
   vh.check_exclusive(*q, host_.connection_id());
   std::string tag = m.consumer_tag.empty() ? generate_consumer_tag() : std::string(m.consumer_tag);
@@ -290,6 +325,11 @@ void Channel::on_consume(const amqp::BasicConsume& m) {
 
 void Channel::remove_consumer(const std::shared_ptr<Consumer>& c) {
   QueuePtr q = c->queue;
+  if (!q) {  // the direct reply-to consumer
+    host_.env().unregister_direct_reply(reply_key_);
+    reply_key_.clear();
+    return;
+  }
   if (q->remove_consumer(c.get())) host_.vhost().remove_queue(q);
 }
 
@@ -322,10 +362,11 @@ bool Channel::can_deliver(const Consumer& c) const {
 void Channel::deliver(Consumer& c, QueueEntry&& e) {
   const std::uint64_t tag = next_tag_++;
   const Message& msg = *e.msg;
+  SPDLOG_TRACE("conn {} ch {}: deliver '{}' tag {} to {}", host_.connection_id(), id_, msg.routing_key, tag, c.tag);
   send(amqp::BasicDeliver{c.tag, tag, e.redelivered, msg.exchange, msg.routing_key});
   send_content(msg);
   if (c.no_ack) {
-    c.queue->discard(e);
+    if (c.queue) c.queue->discard(e);
     return;
   }
   ++c.unacked;
@@ -424,7 +465,8 @@ void Channel::requeue_all() {
 }
 
 void Channel::wake_consumer_queues() {
-  for (auto& [_, c] : consumers_) host_.vhost().wake(*c->queue);
+  for (auto& [_, c] : consumers_)
+    if (c->queue) host_.vhost().wake(*c->queue);
 }
 
 void Channel::resume_deliveries() { wake_consumer_queues(); }

@@ -133,6 +133,7 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
 
   bool confirm_mode_ = false;
   std::uint64_t publish_seq_ = 0;
+  std::string reply_key_;  // direct reply-to consumer on this channel, if any
   std::uint64_t ack_from_ = 0, ack_to_ = 0;  // coalesced confirms not yet sent
   std::size_t confirms_in_flight_ = 0;       // waiting for the store
 

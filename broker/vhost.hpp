@@ -26,7 +26,14 @@ class VhostEnv {
   virtual std::uint64_t next_message_id() = 0;
   virtual void schedule_dispatch(const QueuePtr& q) = 0;
   virtual Persistence& persistence() = 0;
+  // Direct reply-to (amq.rabbitmq.reply-to): reply consumers by routing key suffix.
+  virtual std::string register_direct_reply(const std::shared_ptr<Consumer>& c) = 0;
+  virtual void unregister_direct_reply(const std::string& key) = 0;
+  virtual std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const = 0;
 };
+
+inline constexpr std::string_view kDirectReplyQueue = "amq.rabbitmq.reply-to";
+inline constexpr std::string_view kDirectReplyPrefix = "amq.rabbitmq.reply-to.";
 
 struct ExchangeDeclare {
   std::string_view name, type;

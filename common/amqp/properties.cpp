@@ -114,7 +114,7 @@ PropertiesSummary summarize_properties(std::string_view encoded) {
     s.has_priority = true;
   }
   if (f & kCorrelationId) r.shortstr();
-  if (f & kReplyTo) r.shortstr();
+  if (f & kReplyTo) s.reply_to = r.shortstr();
   if (f & kExpiration) {
     s.expiration = r.shortstr();
     s.has_expiration = true;

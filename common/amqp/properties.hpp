@@ -49,6 +49,7 @@ struct PropertiesSummary {
   bool has_headers = false;
   std::string_view expiration;  // view into the encoded bytes; empty when absent
   std::string_view user_id;
+  std::string_view reply_to;
   bool has_expiration = false;
   bool has_user_id = false;
 };
