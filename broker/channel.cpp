@@ -36,6 +36,17 @@ std::int64_t parse_expiration(std::string_view s) {
   return v;
 }
 
+// The x-delay header (milliseconds) of a message published to an x-delayed-message exchange.
+std::int64_t delay_of(const Message& msg) {
+  if (!msg.has_headers) return 0;
+  try {
+    auto props = amqp::decode_properties(msg.properties);
+    if (const auto* v = props.headers ? props.headers->find("x-delay") : nullptr) return v->as_int().value_or(0);
+  } catch (const amqp::DecodeError&) {
+  }
+  return 0;
+}
+
 }  // namespace
 
 Channel::Channel(std::uint16_t id, ChannelHost& host) : id_(id), host_(host) {}
@@ -224,6 +235,9 @@ void Channel::route_and_confirm(const Exchange& x, const MessagePtr& msg, bool m
       c->sink->deliver(*c, QueueEntry{0, msg});
       out.routed = 1;
     }
+  } else if (auto delay = x.delayed() ? delay_of(*msg) : 0; delay > 0) {
+    host_.vhost().delay(host_.vhost().exchange_or_404(x.name()), msg, host_.env().now_ms() + delay);
+    out.routed = 1;  // held by the exchange; routed when due
   } else {
     out = host_.vhost().publish(x, msg);
   }

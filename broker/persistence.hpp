@@ -24,6 +24,9 @@ class Persistence {
   virtual void binding_removed(const Exchange& /*source*/, const Binding&) {}
   virtual void message_enqueued(const Queue&, const QueueEntry&) {}
   virtual void message_removed(const Queue&, const QueueEntry&) {}
+  // x-delayed-message: a message held until due_ms, and its release.
+  virtual void delayed_added(const Exchange&, const Message&, std::int64_t /*due_ms*/) {}
+  virtual void delayed_removed(const Message&, std::int64_t /*due_ms*/) {}
   // Runs done(true) once every write issued before this call is durable, or
   // done(false) if writing failed. May run it before returning.
   virtual void after_commit(std::function<void(bool ok)> done) { done(true); }

@@ -438,7 +438,19 @@ void Vhost::dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) {
   }
 }
 
+void Vhost::delay(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms) {
+  if (x->durable() && msg->persistent()) env_.persistence().delayed_added(*x, *msg, due_ms);
+  delayed_.emplace(due_ms, Delayed{x->name(), msg});
+}
+
 void Vhost::tick(std::int64_t now_ms) {
+  while (!delayed_.empty() && delayed_.begin()->first <= now_ms) {
+    auto node = delayed_.extract(delayed_.begin());
+    Delayed& d = node.mapped();
+    ExchangePtr x = find_exchange(d.exchange);
+    if (x && x->durable() && d.msg->persistent()) env_.persistence().delayed_removed(*d.msg, node.key());
+    if (x) publish(*x, d.msg);  // an exchange deleted meanwhile drops its delayed messages
+  }
   std::vector<QueuePtr> expired;
   for (auto& [_, q] : queues_) {
     q->expire(now_ms);

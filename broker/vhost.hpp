@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -90,6 +91,10 @@ class Vhost : public QueueHooks {
   // The queues a message would reach (for tests and the management API).
   void route(const Exchange& x, const Message& msg, std::vector<Queue*>& out) const;
 
+  // x-delayed-message: holds msg until due_ms, then routes it through x.
+  void delay(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms);
+  std::size_t delayed_count() const { return delayed_.size(); }
+
   // Housekeeping run by the broker's timer: expiry at queue heads, x-expires.
   void tick(std::int64_t now_ms);
 
@@ -128,6 +133,11 @@ class Vhost : public QueueHooks {
   mutable std::vector<const Destination*> route_scratch_;
   mutable std::vector<const Exchange*> visited_scratch_;
   std::vector<Queue*> publish_scratch_;
+  struct Delayed {
+    std::string exchange;
+    MessagePtr msg;
+  };
+  std::multimap<std::int64_t, Delayed> delayed_;  // by due time
 };
 
 }  // namespace mb::broker
