@@ -5,6 +5,9 @@
 
 #include <chrono>
 
+#include "broker/durable.hpp"
+#include "broker/store/rocksdb_store.hpp"
+
 namespace mb::broker {
 namespace {
 
@@ -25,6 +28,20 @@ Broker::Broker(Options options, std::unique_ptr<Persistence> persistence)
 }
 
 Broker::~Broker() = default;
+
+std::string Broker::open_store(const std::string& dir) {
+  std::unique_ptr<store::RocksDbStore> db;
+  store::RocksDbStoreOptions opts;
+  opts.dir = dir;
+  store::Status s = store::RocksDbStore::open(opts, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); }, db);
+  if (!s.ok()) return s.to_string();
+  store_ = std::move(db);
+  auto p = std::make_unique<StorePersistence>(*store_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
+  last_message_id_ = std::max(last_message_id_, p->restore(*vhosts_.at("/")));
+  persistence_ = std::move(p);
+  spdlog::info("data directory {}", dir);
+  return {};
+}
 
 std::uint16_t Broker::start() {
   asio::ip::tcp::endpoint ep(asio::ip::make_address(options_.bind), options_.port);
@@ -65,6 +82,7 @@ void Broker::stop() {
   auto conns = connections_;
   for (auto& [_, c] : conns)
     c->close(ReplyCode::kConnectionForced, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'");
+  persistence_->after_commit([](bool) {});  // whatever the last turn wrote
   auto grace = std::make_shared<asio::steady_timer>(io_, kShutdownGrace);
   grace->async_wait([this, grace](const asio::error_code&) { io_.stop(); });
 }

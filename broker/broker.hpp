@@ -15,6 +15,7 @@
 #include "broker/connection.hpp"
 #include "broker/options.hpp"
 #include "broker/persistence.hpp"
+#include "broker/store/store.hpp"
 #include "broker/vhost.hpp"
 
 namespace mb::broker {
@@ -23,6 +24,10 @@ class Broker : public VhostEnv {
  public:
   explicit Broker(Options options, std::unique_ptr<Persistence> persistence = nullptr);
   ~Broker() override;
+
+  // Opens (creating if needed) the durable store in dir and restores what it
+  // holds. Returns an error text (directory in use, unreadable), or empty.
+  std::string open_store(const std::string& dir);
 
   // Binds and starts accepting; returns the bound port.
   std::uint16_t start();
@@ -59,6 +64,7 @@ class Broker : public VhostEnv {
   asio::steady_timer tick_timer_;
   asio::steady_timer accept_retry_timer_;
   asio::signal_set signals_;
+  std::unique_ptr<store::Store> store_;  // declared before persistence_, which uses it
   std::unique_ptr<Persistence> persistence_;
   std::unordered_map<std::string, std::unique_ptr<Vhost>> vhosts_;
   std::unordered_map<std::uint64_t, ConnectionPtr> connections_;

@@ -1,8 +1,24 @@
 // minibroker: flags -> Options -> Broker::run. Nothing else lives here.
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
+
+namespace {
+
+// Raises the soft descriptor limit to the hard one: every connection is a descriptor.
+void raise_fd_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  const rlim_t before = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &lim) != 0) lim.rlim_cur = before;
+  spdlog::info("file descriptors: soft limit {} (was {}), hard limit {}", lim.rlim_cur, before, lim.rlim_max);
+}
+
+}  // namespace
 
 #include "broker/broker.hpp"
 
@@ -21,8 +37,13 @@ int main(int argc, char** argv) {
 
   spdlog::set_level(spdlog::level::from_str(o.loglevel));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] %v");
+  raise_fd_limit();
   try {
     mb::broker::Broker broker(o);
+    if (std::string err = broker.open_store(o.data_dir); !err.empty()) {
+      spdlog::error("minibroker: cannot open data directory {}: {}", o.data_dir, err);
+      return 1;
+    }
     broker.start();
     broker.run();
   } catch (const std::exception& e) {

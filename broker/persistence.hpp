@@ -18,12 +18,13 @@ class Persistence {
   virtual ~Persistence() = default;
   virtual void exchange_declared(const Exchange&) {}
   virtual void exchange_deleted(const Exchange&) {}
-  virtual void queue_declared(const Queue&) {}
+  virtual void queue_declared(Queue&) {}
   virtual void queue_deleted(const Queue&) {}
   virtual void binding_added(const Exchange& /*source*/, const Binding&) {}
   virtual void binding_removed(const Exchange& /*source*/, const Binding&) {}
   virtual void message_enqueued(const Queue&, const QueueEntry&) {}
   virtual void message_removed(const Queue&, const QueueEntry&) {}
+  virtual void message_delivered(const Queue&, const QueueEntry&) {}
   // x-delayed-message: a message held until due_ms, and its release.
   virtual void delayed_added(const Exchange&, const Message&, std::int64_t /*due_ms*/) {}
   virtual void delayed_removed(const Message&, std::int64_t /*due_ms*/) {}

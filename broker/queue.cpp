@@ -185,7 +185,10 @@ void Queue::dispatch(std::int64_t now_ms) {
     QueueEntry e = pop_head(level);
     ++e.delivery_count;
     ++delivered;
-    if (!c->no_ack) ++unacked_count_;
+    if (!c->no_ack) {
+      ++unacked_count_;
+      hooks_->delivered(*this, e);
+    }
     c->sink->deliver(*c, std::move(e));
   }
 }
@@ -198,7 +201,10 @@ std::optional<QueueEntry> Queue::get(std::int64_t now_ms, bool no_ack) {
   QueueEntry e = pop_head(*level);
   ++e.delivery_count;
   ++delivered;
-  if (!no_ack) ++unacked_count_;
+  if (!no_ack) {
+    ++unacked_count_;
+    hooks_->delivered(*this, e);
+  }
   return e;
 }
 
@@ -269,6 +275,15 @@ std::int64_t Queue::expire(std::int64_t now_ms) {
     }
   }
   return next;
+}
+
+void Queue::restore(QueueEntry e) {
+  next_seq_ = std::max(next_seq_, e.seq + 1);
+  e.redelivered = e.delivery_count > 0;
+  e.expires_at = kNever;
+  ready_bytes_ += e.msg->body_size();
+  ++ready_count_;
+  level_for(e.msg->priority).push_back(std::move(e));
 }
 
 void Queue::add_consumer(Consumer* c) {

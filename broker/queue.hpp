@@ -83,6 +83,7 @@ class QueueHooks {
   virtual void wake(Queue& q) = 0;                         // run dispatch() soon, once per turn
   virtual void removed(Queue& q, const QueueEntry& e) = 0;  // entry left the queue for good
   virtual void enqueued(Queue& q, const QueueEntry& e) = 0;  // entry joined the queue
+  virtual void delivered(Queue& q, const QueueEntry& e) = 0;  // delivery count went up
 };
 
 class Queue : public std::enable_shared_from_this<Queue> {
@@ -137,6 +138,10 @@ class Queue : public std::enable_shared_from_this<Queue> {
   bool deleted() const { return deleted_; }
   void mark_deleted() { deleted_ = true; }
   bool wake_pending = false;  // owned by the scheduler (QueueHooks::wake)
+  std::uint64_t store_id = 0;  // the durable store's id for this queue (0: not stored)
+
+  // Appends an entry recovered from the store (no hooks, no limits).
+  void restore(QueueEntry e);
 
   // Counters for the management API.
   std::uint64_t published = 0, delivered = 0, acked = 0;

@@ -355,6 +355,10 @@ void Vhost::enqueued(Queue& q, const QueueEntry& e) {
   if (q.durable() && e.msg->persistent()) env_.persistence().message_enqueued(q, e);
 }
 
+void Vhost::delivered(Queue& q, const QueueEntry& e) {
+  if (q.durable() && e.msg->persistent()) env_.persistence().message_delivered(q, e);
+}
+
 void Vhost::removed(Queue& q, const QueueEntry& e) {
   if (q.durable() && e.msg->persistent()) env_.persistence().message_removed(q, e);
 }

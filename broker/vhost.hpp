@@ -93,6 +93,9 @@ class Vhost : public QueueHooks {
 
   // x-delayed-message: holds msg until due_ms, then routes it through x.
   void delay(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms);
+  void restore_delayed(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms) {
+    delayed_.emplace(due_ms, Delayed{x->name(), msg});
+  }
   std::size_t delayed_count() const { return delayed_.size(); }
 
   // Housekeeping run by the broker's timer: expiry at queue heads, x-expires.
@@ -106,6 +109,7 @@ class Vhost : public QueueHooks {
   void wake(Queue& q) override;
   void removed(Queue& q, const QueueEntry& e) override;
   void enqueued(Queue& q, const QueueEntry& e) override;
+  void delivered(Queue& q, const QueueEntry& e) override;
 
   // Restores entities from the store at start-up (no checks, no persistence calls).
   ExchangePtr restore_exchange(ExchangePtr x);

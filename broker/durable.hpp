@@ -1,0 +1,60 @@
+// StorePersistence: the Persistence seam implemented over mb::store::Store.
+//
+// Durable exchanges, queues (with their arguments) and bindings are metadata
+// records encoded as AMQP field tables; persistent messages routed to durable
+// queues are one message record each plus an entry per queue. Every write is
+// appended to the store's pending batch; commits are requested by publishers
+// (after_commit: confirms, tx.commit-ok) and once per loop turn when writes are
+// pending (acks, deletes), so the store's thread writes one synced batch for
+// everything a turn produced.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "broker/persistence.hpp"
+#include "broker/store/store.hpp"
+
+namespace mb::broker {
+
+class Vhost;
+
+class StorePersistence : public Persistence {
+ public:
+  // post runs a function on the loop after the current handler (asio::post).
+  StorePersistence(store::Store& store, std::function<void(std::function<void()>)> post);
+
+  void exchange_declared(const Exchange& x) override;
+  void exchange_deleted(const Exchange& x) override;
+  void queue_declared(Queue& q) override;
+  void queue_deleted(const Queue& q) override;
+  void binding_added(const Exchange& source, const Binding& b) override;
+  void binding_removed(const Exchange& source, const Binding& b) override;
+  void message_enqueued(const Queue& q, const QueueEntry& e) override;
+  void message_removed(const Queue& q, const QueueEntry& e) override;
+  void message_delivered(const Queue& q, const QueueEntry& e) override;
+  void delayed_added(const Exchange& x, const Message& m, std::int64_t due_ms) override;
+  void delayed_removed(const Message& m, std::int64_t due_ms) override;
+  void after_commit(std::function<void(bool ok)> done) override;
+
+  // Rebuilds the vhost's durable exchanges, queues, bindings, messages and
+  // delayed messages from the store. Returns the highest message id seen.
+  std::uint64_t restore(Vhost& vhost);
+
+  store::Store& store() { return store_; }
+
+ private:
+  void touched();
+
+  store::Store& store_;  // HELD NOT OWNED
+  std::function<void(std::function<void()>)> post_;
+  std::uint64_t next_queue_id_ = 1;
+  bool dirty_ = false;        // writes since the last commit request
+  bool flush_posted_ = false;  // a commit for this turn is scheduled
+};
+
+// Message record encoding (exchange, routing key, encoded properties, body).
+std::string encode_message_record(const Message& m);
+std::shared_ptr<Message> decode_message_record(std::uint64_t id, std::string_view blob);
+
+}  // namespace mb::broker
