@@ -429,25 +429,40 @@ void Channel::on_qos(const amqp::BasicQos& m) {
 
 // ---- acknowledgements -------------------------------------------------------
 
+Channel::Unacked* Channel::find_unacked(std::uint64_t tag) {
+  // Tags ascend but have gaps (no_ack deliveries use tags too): search by value.
+  // Acks usually name the oldest delivery, so try the front first.
+  if (unacked_.empty()) return nullptr;
+  if (unacked_.front().tag == tag) return &unacked_.front();
+  auto it = std::lower_bound(unacked_.begin(), unacked_.end(), tag,
+                             [](const Unacked& u, std::uint64_t t) { return u.tag < t; });
+  return it != unacked_.end() && it->tag == tag ? &*it : nullptr;
+}
+
 void Channel::settle(std::uint64_t tag, bool multiple, bool reject, bool requeue) {
-  const std::uint64_t base = unacked_.empty() ? next_tag_ : unacked_.front().tag;
   if (tag == 0 && multiple) {
     tag = next_tag_ - 1;
     if (unacked_.empty()) return;
-  } else if (tag < base || tag >= base + unacked_.size() || unacked_[tag - base].settled) {
+  } else if (Unacked* u = find_unacked(tag); u == nullptr || u->settled) {
     channel_error(ReplyCode::kPreconditionFailed, "unknown delivery tag {}", tag);
   }
   if (tx_mode_) {
     tx_acks_.push_back(TxAck{tag, multiple, reject, requeue});
     return;
   }
+  apply_settle(tag, multiple, reject, requeue);
+}
+
+void Channel::apply_settle(std::uint64_t tag, bool multiple, bool reject, bool requeue) {
   if (multiple) {
     for (std::size_t i = 0; i < unacked_.size() && unacked_[i].tag <= tag; ++i)
       if (!unacked_[i].settled) settle_one(unacked_[i], reject, requeue);
-  } else {
-    settle_one(unacked_[tag - base], reject, requeue);
+  } else if (Unacked* u = find_unacked(tag); u != nullptr && !u->settled) {
+    settle_one(*u, reject, requeue);
   }
   pop_settled();
+  // A channel-wide limit frees capacity for every consumer on the channel.
+  if (channel_prefetch_ != 0) wake_consumer_queues();
 }
 
 void Channel::settle_one(Unacked& u, bool reject, bool requeue) {
@@ -492,17 +507,7 @@ void Channel::tx_commit() {
   tx_acks_.clear();
   tx_mode_ = false;  // apply directly, then return to tx mode
   for (auto& p : publishes) route_and_confirm(*p.exchange, p.msg, p.mandatory);
-  for (const auto& a : acks) {
-    const std::uint64_t base = unacked_.empty() ? next_tag_ : unacked_.front().tag;
-    if (a.tag < base) continue;  // already settled by an earlier multiple ack in this transaction
-    if (a.multiple) {
-      for (std::size_t i = 0; i < unacked_.size() && unacked_[i].tag <= a.tag; ++i)
-        if (!unacked_[i].settled) settle_one(unacked_[i], a.reject, a.requeue);
-    } else if (a.tag - base < unacked_.size() && !unacked_[a.tag - base].settled) {
-      settle_one(unacked_[a.tag - base], a.reject, a.requeue);
-    }
-    pop_settled();
-  }
+  for (const auto& a : acks) apply_settle(a.tag, a.multiple, a.reject, a.requeue);
   tx_mode_ = true;
   std::weak_ptr<Channel> self = weak_from_this();
   host_.env().persistence().after_commit([self](bool) {

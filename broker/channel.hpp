@@ -111,6 +111,8 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
   void on_qos(const amqp::BasicQos& m);
   // Acks, rejects and nacks: validates the tag (406 when unknown).
   void settle(std::uint64_t tag, bool multiple, bool reject, bool requeue);
+  void apply_settle(std::uint64_t tag, bool multiple, bool reject, bool requeue);
+  Unacked* find_unacked(std::uint64_t tag);
   void settle_one(Unacked& u, bool reject, bool requeue);
   void requeue_all();
   void pop_settled();

@@ -13,7 +13,6 @@ namespace mb::broker {
 namespace {
 
 constexpr std::string_view kReservedPrefix = "amq.";
-constexpr int kMaxAlternateDepth = 8;  // alternate-exchange chains longer than this are cut
 
 std::string_view yes_no(bool b) { return b ? "true" : "false"; }
 
@@ -79,8 +78,6 @@ void Vhost::check_exclusive(const Queue& q, std::uint64_t connection_id) const {
 ExchangePtr Vhost::declare_exchange(const ExchangeDeclare& d) {
   if (d.passive) return exchange_or_404(d.name);
   if (d.name.empty()) channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
-  if (d.name.starts_with(kReservedPrefix))
-    channel_error(ReplyCode::kAccessRefused, "exchange name '{}' contains reserved prefix 'amq.*'", d.name);
   static const amqp::FieldTable kNoArgs;
   const amqp::FieldTable& args = d.arguments ? *d.arguments : kNoArgs;
 
@@ -112,6 +109,9 @@ ExchangePtr Vhost::declare_exchange(const ExchangeDeclare& d) {
     if (!(x->arguments() == args)) inequivalent("arguments", "(new)", "(current)");
     return x;
   }
+  // amq.* names are reserved: redeclaring an existing one is fine, creating one is not.
+  if (d.name.starts_with(kReservedPrefix))
+    channel_error(ReplyCode::kAccessRefused, "exchange name '{}' contains reserved prefix 'amq.*'", d.name);
   auto x = std::make_shared<Exchange>(std::string(d.name), *type, d.durable, d.auto_delete, d.internal, args);
   x->set_delayed(delayed);
   exchanges_.emplace(x->name(), x);
@@ -171,6 +171,12 @@ std::pair<QueuePtr, bool> Vhost::declare_queue(const QueueDeclare& d) {
       check_exclusive(*q, d.connection_id);
       q->touch(now);
       if (d.passive) return {q, false};
+      if (q->exclusive() != d.exclusive)  // RabbitMQ: 405, the exclusive property does not match
+        channel_error(ReplyCode::kResourceLocked,
+                      "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally "
+                      "declared on another connection or the exclusive property value does not match that of the "
+                      "original declaration.",
+                      q->name(), name_);
       const bool durable = d.durable && !d.exclusive;
       auto inequivalent = [&](std::string_view what, std::string_view got, std::string_view have) {
         channel_error(ReplyCode::kPreconditionFailed,
@@ -178,7 +184,6 @@ std::pair<QueuePtr, bool> Vhost::declare_queue(const QueueDeclare& d) {
                       d.name, name_, got, have);
       };
       if (q->durable() != durable) inequivalent("durable", yes_no(durable), yes_no(q->durable()));
-      if (q->exclusive() != d.exclusive) inequivalent("exclusive", yes_no(d.exclusive), yes_no(q->exclusive()));
       if (q->auto_delete() != d.auto_delete)
         inequivalent("auto_delete", yes_no(d.auto_delete), yes_no(q->auto_delete()));
       for (std::string_view key : kEquivalenceArgs)
@@ -301,11 +306,11 @@ const amqp::FieldTable* Vhost::HeaderCache::get() {
 void Vhost::route(const Exchange& x, const Message& msg, std::vector<Queue*>& out) const {
   out.clear();
   HeaderCache message_headers{msg};
-  route_from(x, msg, out, message_headers, 0);
+  route_from(x, msg, out, message_headers);
 }
 
 void Vhost::route_from(const Exchange& x, const Message& msg, std::vector<Queue*>& out,
-                       HeaderCache& message_headers, int depth) const {
+                       HeaderCache& message_headers) const {
   auto add_queue = [&out](Queue* q) {
     if (std::find(out.begin(), out.end(), q) == out.end()) out.push_back(q);
   };
@@ -320,18 +325,22 @@ void Vhost::route_from(const Exchange& x, const Message& msg, std::vector<Queue*
     const Exchange* cur = visited_scratch_[i];
     route_scratch_.clear();
     cur->route(msg.routing_key, cur->needs_headers() ? message_headers.get() : nullptr, route_scratch_);
+    auto visit = [this](const Exchange* next) {
+      if (std::find(visited_scratch_.begin(), visited_scratch_.end(), next) == visited_scratch_.end())
+        visited_scratch_.push_back(next);
+    };
+    // An exchange whose own bindings matched nothing hands the message to its
+    // alternate exchange (RabbitMQ: per exchange, also behind e2e bindings).
+    if (route_scratch_.empty() && cur->alternate_exchange()) {
+      if (ExchangePtr ae = find_exchange(*cur->alternate_exchange())) visit(ae.get());
+    }
     for (const Destination* d : route_scratch_) {
       if (d->queue) {
         add_queue(d->queue.get());
-      } else if (std::find(visited_scratch_.begin(), visited_scratch_.end(), d->exchange.get()) ==
-                 visited_scratch_.end()) {
-        visited_scratch_.push_back(d->exchange.get());
+      } else {
+        visit(d->exchange.get());
       }
     }
-  }
-  if (out.empty() && x.alternate_exchange() && depth < kMaxAlternateDepth) {
-    if (ExchangePtr ae = find_exchange(*x.alternate_exchange()); ae && ae.get() != &x)
-      route_from(*ae, msg, out, message_headers, depth + 1);
   }
 }
 
@@ -432,12 +441,27 @@ void Vhost::dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) {
   msg->priority = old.priority;
   msg->has_headers = true;
 
+  // RabbitMQ's cycle rule: a message is not dead-lettered into a queue it already
+  // died in, unless one of its deaths was a rejection (a client's decision).
+  const amqp::FieldArray& history = *props.headers->find("x-death")->as_array();
+  bool rejected_before = false;
+  for (const auto& d : history)
+    if (const auto* t = d.as_table(); t && t->find("reason") && t->find("reason")->as_string() == std::string_view("rejected"))
+      rejected_before = true;
+  auto died_in = [&history](const std::string& queue) {
+    for (const auto& d : history)
+      if (const auto* t = d.as_table(); t && t->find("queue") && t->find("queue")->as_string() == std::string_view(queue))
+        return true;
+    return false;
+  };
   std::vector<Queue*> targets;
   route(*dlx, *msg, targets);
   const std::int64_t now = env_.now_ms();
   for (Queue* target : targets) {
-    // A message expiring or overflowing back into the same queue would cycle forever.
-    if (target == &q && reason != DeathReason::kRejected) continue;
+    if (!rejected_before && died_in(target->name())) {
+      spdlog::debug("dead-letter cycle: message from '{}' not delivered again to '{}'", q.name(), target->name());
+      continue;
+    }
     target->enqueue(msg, now);
   }
 }

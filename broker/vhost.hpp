@@ -127,8 +127,7 @@ class Vhost : public QueueHooks {
     bool decoded = false;
     const amqp::FieldTable* get();
   };
-  void route_from(const Exchange& x, const Message& msg, std::vector<Queue*>& out, HeaderCache& message_headers,
-                  int depth) const;
+  void route_from(const Exchange& x, const Message& msg, std::vector<Queue*>& out, HeaderCache& message_headers) const;
 
   std::string name_;
   VhostEnv& env_;  // HELD NOT OWNED
