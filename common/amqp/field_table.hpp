@@ -62,12 +62,15 @@ struct FieldValue {
                                std::string, FieldArray, Timestamp, FieldTable, ByteArray>;
   Variant v;
 
+  // The converting constructors are defined below FieldEntry: constructing the
+  // variant needs FieldTable's destructor, hence a complete FieldEntry (clang
+  // rejects the in-class definitions; GCC happened to accept them).
   FieldValue() = default;
   template <typename T>
     requires std::is_constructible_v<Variant, T&&>
-  FieldValue(T&& x) : v(std::forward<T>(x)) {}  // NOLINT(google-explicit-constructor)
-  FieldValue(const char* s) : v(std::string(s)) {}  // NOLINT(google-explicit-constructor)
-  FieldValue(std::string_view s) : v(std::string(s)) {}  // NOLINT(google-explicit-constructor)
+  FieldValue(T&& x);                  // NOLINT(google-explicit-constructor)
+  FieldValue(const char* s);          // NOLINT(google-explicit-constructor)
+  FieldValue(std::string_view s);     // NOLINT(google-explicit-constructor)
 
   bool operator==(const FieldValue& o) const { return v == o.v; }
 
@@ -86,6 +89,12 @@ struct FieldEntry {
   FieldValue value;
   bool operator==(const FieldEntry&) const = default;
 };
+
+template <typename T>
+  requires std::is_constructible_v<FieldValue::Variant, T&&>
+inline FieldValue::FieldValue(T&& x) : v(std::forward<T>(x)) {}
+inline FieldValue::FieldValue(const char* s) : v(std::string(s)) {}
+inline FieldValue::FieldValue(std::string_view s) : v(std::string(s)) {}
 
 // Decodes a length-prefixed table; the length bounds the parse, so a bad inner
 // length cannot run past it. Unknown type tags throw DecodeError.

@@ -1,6 +1,9 @@
 // Template definitions for frame.hpp.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
+
 namespace mb::amqp {
 
 namespace detail {
@@ -13,7 +16,11 @@ template <typename Chunks>
 void write_content_chunks(std::string& out, std::uint16_t channel, std::string_view encoded_properties,
                           std::uint64_t body_size, const Chunks& chunks, std::uint32_t frame_max) {
   detail::write_header_frame(out, channel, encoded_properties, body_size, 60);
-  const std::size_t max_payload = frame_max == 0 ? SIZE_MAX : frame_max - kFrameOverhead;
+  // frame_max 0: no limit. A frame_max with no room for a payload byte (<= 8, which
+  // the handshake should never accept) still gets one byte per frame: with 8 the
+  // loop below would otherwise never end, and below 8 the subtraction would wrap.
+  const std::size_t max_payload =
+      frame_max == 0 ? SIZE_MAX : std::max<std::size_t>(frame_max, kFrameOverhead + 1) - kFrameOverhead;
   std::size_t room = 0;  // payload bytes left in the open body frame
   std::uint64_t left = body_size;
   Writer w(out);
