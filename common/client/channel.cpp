@@ -1,0 +1,263 @@
+// channel.cpp: client channel: reply matching, content assembly, publish/ack.
+#include "common/client/channel.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "common/client/connection.hpp"
+
+namespace mb::client {
+
+void Channel::send_bytes(std::string_view bytes) {
+  conn_.out().append(bytes);
+  conn_.flush();
+}
+
+asio::awaitable<std::string> Channel::expect(const Extract& extract, const std::function<void()>& send) {
+  if (id_ != 0 && !open_) throw AmqpError(504, "CHANNEL_ERROR - channel is closed");
+  auto& io = conn_.io();
+  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr, std::string)>(
+      [this, &io, &extract, &send](auto handler) {
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        pending_.push_back(Pending{extract, [h, &io](std::exception_ptr e, std::string s) {
+                                     asio::post(io, [h, e, s = std::move(s)]() mutable { std::move (*h)(e, std::move(s)); });
+                                   }});
+        send();
+      },
+      asio::use_awaitable);
+}
+
+asio::awaitable<void> Channel::qos(std::uint16_t prefetch_count, bool global) {
+  const amqp::BasicQos m{0, prefetch_count, global};
+  const Extract ex = expect_reply<amqp::BasicQosOk>();
+  co_await call(m, ex);
+}
+
+asio::awaitable<std::string> Channel::queue_declare(std::string_view name, const QueueOptions& o) {
+  amqp::QueueDeclare m;
+  m.queue = name;
+  m.passive = o.passive;
+  m.durable = o.durable;
+  m.exclusive = o.exclusive;
+  m.auto_delete = o.auto_delete;
+  m.arguments = o.arguments;
+  const Extract ex = [](const amqp::Method& r) -> std::string {
+    auto* ok = std::get_if<amqp::QueueDeclareOk>(&r);
+    if (!ok) throw AmqpError(505, "UNEXPECTED_FRAME - expected queue.declare-ok");
+    return std::string(ok->queue);
+  };
+  std::string name_ok = co_await call(m, ex);
+  co_return name_ok;
+}
+
+asio::awaitable<void> Channel::exchange_declare(std::string_view name, std::string_view type, bool durable,
+                                                bool auto_delete, const amqp::FieldTable& arguments) {
+  amqp::ExchangeDeclare m;
+  m.exchange = name;
+  m.type = type;
+  m.durable = durable;
+  m.auto_delete = auto_delete;
+  m.arguments = arguments;
+  const Extract ex = expect_reply<amqp::ExchangeDeclareOk>();
+  co_await call(m, ex);
+}
+
+asio::awaitable<void> Channel::queue_bind(std::string_view queue, std::string_view exchange,
+                                          std::string_view routing_key) {
+  amqp::QueueBind m;
+  m.queue = queue;
+  m.exchange = exchange;
+  m.routing_key = routing_key;
+  const Extract ex = expect_reply<amqp::QueueBindOk>();
+  co_await call(m, ex);
+}
+
+asio::awaitable<std::string> Channel::consume(std::string_view queue, std::string_view tag, bool no_ack,
+                                              const DeliveryFn& fn) {
+  amqp::BasicConsume m;
+  m.queue = queue;
+  m.consumer_tag = tag;
+  m.no_ack = no_ack;
+  // The consumer is registered when consume-ok is read, before any delivery for it.
+  const Extract ex = [this, fn](const amqp::Method& r) -> std::string {
+    auto* ok = std::get_if<amqp::BasicConsumeOk>(&r);
+    if (!ok) throw AmqpError(505, "UNEXPECTED_FRAME - expected basic.consume-ok");
+    consumers_[std::string(ok->consumer_tag)] = fn;
+    return std::string(ok->consumer_tag);
+  };
+  std::string tag_ok = co_await call(m, ex);
+  co_return tag_ok;
+}
+
+asio::awaitable<void> Channel::cancel(std::string_view tag) {
+  std::string t(tag);
+  const amqp::BasicCancel m{t, false};
+  const Extract ex = expect_reply<amqp::BasicCancelOk>();
+  co_await call(m, ex);
+  consumers_.erase(t);
+}
+
+asio::awaitable<void> Channel::close() {
+  if (!open_) co_return;
+  const amqp::ChannelClose m{200, "bye", 0, 0};
+  const Extract ex = expect_reply<amqp::ChannelCloseOk>();
+  co_await call(m, ex);
+  open_ = false;
+}
+
+void Channel::publish(std::string_view exchange, std::string_view routing_key, const amqp::BasicProperties& properties,
+                      std::string_view body) {
+  std::string& out = conn_.out();
+  amqp::BasicPublish m;
+  m.exchange = exchange;
+  m.routing_key = routing_key;
+  amqp::write_method(out, id_, m);
+  amqp::write_content(out, id_, amqp::encode_properties(properties), body, conn_.frame_max());
+  conn_.flush();
+}
+
+void Channel::ack(std::uint64_t delivery_tag, bool multiple) {
+  amqp::write_method(conn_.out(), id_, amqp::BasicAck{delivery_tag, multiple});
+  conn_.flush();
+}
+
+void Channel::reject(std::uint64_t delivery_tag, bool requeue) {
+  amqp::write_method(conn_.out(), id_, amqp::BasicReject{delivery_tag, requeue});
+  conn_.flush();
+}
+
+void Channel::fail(const AmqpError& error) {
+  open_ = false;
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& p : pending) p.done(std::make_exception_ptr(error), {});
+  consumers_.clear();
+  incoming_.reset();
+}
+
+void Channel::on_frame(const amqp::Frame& f) {
+  switch (f.type) {
+    case amqp::FrameType::kMethod: {
+      amqp::Method m;
+      try {
+        m = amqp::decode_method(f.payload);
+      } catch (const amqp::DecodeError& e) {
+        conn_.fail(std::string("malformed method from server: ") + e.what());
+        return;
+      }
+      on_method(m);
+      return;
+    }
+    case amqp::FrameType::kHeader: {
+      if (!incoming_ || incoming_header_) {
+        conn_.fail("unexpected content header from server");
+        return;
+      }
+      try {
+        auto h = amqp::decode_content_header(f.payload);
+        incoming_->properties = amqp::decode_properties(h.properties);
+        incoming_size_ = h.body_size;
+        incoming_->body.reserve(h.body_size);
+      } catch (const amqp::DecodeError& e) {
+        conn_.fail(std::string("malformed content header: ") + e.what());
+        return;
+      }
+      incoming_header_ = true;
+      deliver_if_complete();
+      return;
+    }
+    case amqp::FrameType::kBody:
+      if (!incoming_ || !incoming_header_) {
+        conn_.fail("unexpected content body from server");
+        return;
+      }
+      incoming_->body.append(f.payload);
+      deliver_if_complete();
+      return;
+    case amqp::FrameType::kHeartbeat:
+      return;
+  }
+}
+
+void Channel::deliver_if_complete() {
+  if (!incoming_ || !incoming_header_ || incoming_->body.size() < incoming_size_) return;
+  Delivery d = std::move(*incoming_);
+  incoming_.reset();
+  incoming_header_ = false;
+  if (incoming_is_return_) {
+    spdlog::warn("message returned by the broker (exchange '{}', routing key '{}')", d.exchange, d.routing_key);
+    return;
+  }
+  auto it = consumers_.find(d.consumer_tag);
+  if (it == consumers_.end()) return;  // cancelled meanwhile: the broker requeues it when we close
+  it->second(std::move(d));
+}
+
+void Channel::on_method(const amqp::Method& m) {
+  if (auto* d = std::get_if<amqp::BasicDeliver>(&m)) {
+    incoming_.emplace();
+    incoming_->consumer_tag = d->consumer_tag;
+    incoming_->delivery_tag = d->delivery_tag;
+    incoming_->redelivered = d->redelivered;
+    incoming_->exchange = d->exchange;
+    incoming_->routing_key = d->routing_key;
+    incoming_header_ = false;
+    incoming_is_return_ = false;
+    incoming_size_ = 0;
+    return;
+  }
+  if (auto* r = std::get_if<amqp::BasicReturn>(&m)) {
+    incoming_.emplace();
+    incoming_->exchange = r->exchange;
+    incoming_->routing_key = r->routing_key;
+    incoming_header_ = false;
+    incoming_is_return_ = true;
+    return;
+  }
+  if (auto* c = std::get_if<amqp::ChannelClose>(&m)) {
+    AmqpError err(c->reply_code, std::string(c->reply_text));
+    amqp::write_method(conn_.out(), id_, amqp::ChannelCloseOk{});
+    conn_.flush();
+    spdlog::warn("channel {} closed by the broker: {} {}", id_, c->reply_code, c->reply_text);
+    fail(err);
+    if (on_closed_) on_closed_(err);
+    return;
+  }
+  if (auto* c = std::get_if<amqp::ConnectionClose>(&m)) {
+    std::string text = std::to_string(c->reply_code) + " " + std::string(c->reply_text);
+    amqp::write_method(conn_.out(), 0, amqp::ConnectionCloseOk{});
+    conn_.flush();
+    conn_.fail("connection closed by the broker: " + text);
+    return;
+  }
+  if (auto* c = std::get_if<amqp::BasicCancel>(&m)) {
+    spdlog::warn("consumer {} cancelled by the broker", c->consumer_tag);
+    auto it = consumers_.find(c->consumer_tag);
+    if (it != consumers_.end()) consumers_.erase(it);
+    if (!c->no_wait) amqp::write_method(conn_.out(), id_, amqp::BasicCancelOk{c->consumer_tag});
+    conn_.flush();
+    if (on_closed_) on_closed_(AmqpError(0, "consumer cancelled by the broker"));
+    return;
+  }
+  if (std::holds_alternative<amqp::BasicAck>(m) || std::holds_alternative<amqp::BasicNack>(m)) return;
+  if (auto* f = std::get_if<amqp::ChannelFlow>(&m)) {
+    amqp::write_method(conn_.out(), id_, amqp::ChannelFlowOk{f->active});
+    conn_.flush();
+    return;
+  }
+  if (std::holds_alternative<amqp::ConnectionBlocked>(m) || std::holds_alternative<amqp::ConnectionUnblocked>(m))
+    return;
+  if (pending_.empty()) {
+    spdlog::warn("unexpected {} on channel {}", amqp::method_name(m), id_);
+    return;
+  }
+  Pending p = std::move(pending_.front());
+  pending_.pop_front();
+  try {
+    std::string s = p.extract(m);
+    p.done(nullptr, std::move(s));
+  } catch (...) {
+    p.done(std::current_exception(), {});
+  }
+}
+
+}  // namespace mb::client

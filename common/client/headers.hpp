@@ -1,0 +1,17 @@
+// headers.hpp: AMQP field tables <-> task Values, so the task layer
+// (common/task) reads and writes message headers without the codec.
+#pragma once
+
+#include "common/amqp/field_table.hpp"
+#include "minibroker/value.hpp"
+
+namespace mb::client {
+
+task::Value field_to_value(const amqp::FieldValue& v);
+task::Map table_to_map(const amqp::FieldTable& t);
+// Integers that fit become 'I' (signed 32-bit, as py-amqp sends), others 'l';
+// strings 'S', bytes 'x', lists 'A', maps 'F', null 'V'.
+amqp::FieldValue value_to_field(const task::Value& v);
+amqp::FieldTable map_to_table(const task::Map& m);
+
+}  // namespace mb::client

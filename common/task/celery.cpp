@@ -1,0 +1,218 @@
+// celery.cpp: Celery protocol v2 and rpc:// result conversions.
+#include "common/task/celery.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <stdexcept>
+
+namespace mb::task {
+namespace {
+
+using nlohmann::json;
+
+std::string header_string(const Map& h, std::string_view key) {
+  auto it = h.find(key);
+  if (it == h.end() || !it->second.is_string()) return {};
+  return it->second.as_string();
+}
+
+double header_time(const Map& h, std::string_view key) {
+  auto it = h.find(key);
+  if (it == h.end()) return 0;
+  if (it->second.is_string() && !it->second.as_string().empty()) return parse_iso8601(it->second.as_string());
+  if (it->second.is_number()) return it->second.as_double();
+  return 0;
+}
+
+Value opt_string(const std::string& s) { return s.empty() ? Value() : Value(s); }
+
+std::string repr(const Value& v) { return value_to_json(v).dump(); }
+
+}  // namespace
+
+json value_to_json(const Value& v) {
+  switch (v.kind()) {
+    case Kind::kNull: return nullptr;
+    case Kind::kBool: return v.as_bool();
+    case Kind::kInt: return v.as_int();
+    case Kind::kDouble: return v.as_double();
+    case Kind::kString: return v.as_string();
+    case Kind::kBytes: return v.as_bytes().data;  // kombu's json sends bytes as text too
+    case Kind::kList: {
+      json a = json::array();
+      for (const auto& e : v.as_list()) a.push_back(value_to_json(e));
+      return a;
+    }
+    case Kind::kMap: {
+      json o = json::object();
+      for (const auto& [k, e] : v.as_map()) o[k] = value_to_json(e);
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+Value value_from_json(const json& j) {
+  switch (j.type()) {
+    case json::value_t::null: return Value();
+    case json::value_t::boolean: return Value(j.get<bool>());
+    case json::value_t::number_integer: return Value(j.get<std::int64_t>());
+    case json::value_t::number_unsigned: {
+      auto u = j.get<std::uint64_t>();
+      if (u > static_cast<std::uint64_t>(INT64_MAX)) return Value(static_cast<double>(u));
+      return Value(static_cast<std::int64_t>(u));
+    }
+    case json::value_t::number_float: return Value(j.get<double>());
+    case json::value_t::string: return Value(j.get<std::string>());
+    case json::value_t::array: {
+      List l;
+      for (const auto& e : j) l.push_back(value_from_json(e));
+      return Value(std::move(l));
+    }
+    case json::value_t::object: {
+      Map m;
+      for (auto it = j.begin(); it != j.end(); ++it) m.insert_or_assign(it.key(), value_from_json(it.value()));
+      return Value(std::move(m));
+    }
+    case json::value_t::binary: {
+      const auto& b = j.get_binary();
+      return Value(Bytes(std::string(b.begin(), b.end())));
+    }
+    case json::value_t::discarded: break;
+  }
+  return Value();
+}
+
+std::string format_iso8601(double t) {
+  auto secs = static_cast<std::time_t>(std::floor(t));
+  auto micros = static_cast<long>(std::llround((t - std::floor(t)) * 1e6));
+  if (micros >= 1000000) {
+    ++secs;
+    micros -= 1000000;
+  }
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06ld+00:00", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, micros);
+  return buf;
+}
+
+double parse_iso8601(std::string_view text) {
+  std::string s(text);
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, n = 0;
+  double sec = 0;
+  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi, &sec, &n) < 6)
+    throw std::runtime_error("bad ISO-8601 time: " + s);
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  double t = static_cast<double>(timegm(&tm)) + sec;
+  std::string_view rest = std::string_view(s).substr(static_cast<std::size_t>(n));
+  if (!rest.empty() && rest != "Z" && (rest[0] == '+' || rest[0] == '-')) {
+    int oh = 0, om = 0;
+    if (std::sscanf(std::string(rest.substr(1)).c_str(), "%2d:%2d", &oh, &om) < 1)
+      throw std::runtime_error("bad ISO-8601 offset: " + s);
+    double off = oh * 3600.0 + om * 60.0;
+    t -= rest[0] == '+' ? off : -off;
+  }
+  return t;
+}
+
+TaskMessage decode_celery_task(const Map& headers, std::string_view body) {
+  TaskMessage t;
+  t.format = WireFormat::kCelery;
+  t.name = header_string(headers, "task");
+  t.id = header_string(headers, "id");
+  if (t.name.empty() || t.id.empty()) throw std::runtime_error("celery message without task/id headers");
+  if (auto it = headers.find("retries"); it != headers.end() && it->second.is_int())
+    t.retries = static_cast<std::uint32_t>(std::max<std::int64_t>(0, it->second.as_int()));
+  t.eta = header_time(headers, "eta");
+  t.expires = header_time(headers, "expires");
+  t.parent_id = header_string(headers, "parent_id");
+  t.root_id = header_string(headers, "root_id");
+  t.origin = header_string(headers, "origin");
+  if (auto it = headers.find("timelimit"); it != headers.end() && it->second.is_list()) {
+    const auto& l = it->second.as_list();
+    if (!l.empty() && l[0].is_number()) t.soft_time_limit = l[0].as_double();
+    if (l.size() > 1 && l[1].is_number()) t.time_limit = l[1].as_double();
+  }
+  if (auto it = headers.find("ignore_result"); it != headers.end() && it->second.is_bool())
+    t.ignore_result = it->second.as_bool();
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_array() || j.size() < 2 || !j[0].is_array() || !j[1].is_object())
+    throw std::runtime_error("celery body is not [args, kwargs, embed]");
+  t.args = value_from_json(j[0]).as_list();
+  t.kwargs = value_from_json(j[1]).as_map();
+  return t;
+}
+
+CeleryTaskMessage encode_celery_task(const TaskMessage& t) {
+  CeleryTaskMessage m;
+  auto& h = m.headers;
+  h["lang"] = "py";
+  h["task"] = t.name;
+  h["id"] = t.id;
+  h["shadow"] = Value();
+  h["eta"] = t.eta > 0 ? Value(format_iso8601(t.eta)) : Value();
+  h["expires"] = t.expires > 0 ? Value(format_iso8601(t.expires)) : Value();
+  h["group"] = Value();
+  h["group_index"] = Value();
+  h["retries"] = static_cast<std::int64_t>(t.retries);
+  h["timelimit"] = List{t.soft_time_limit > 0 ? Value(t.soft_time_limit) : Value(),
+                        t.time_limit > 0 ? Value(t.time_limit) : Value()};
+  h["root_id"] = t.root_id.empty() ? Value(t.id) : Value(t.root_id);
+  h["parent_id"] = opt_string(t.parent_id);
+  h["argsrepr"] = repr(Value(t.args));
+  h["kwargsrepr"] = repr(Value(t.kwargs));
+  h["origin"] = t.origin;
+  h["ignore_result"] = t.ignore_result;
+  json body = json::array({value_to_json(Value(t.args)), value_to_json(Value(t.kwargs)),
+                           json{{"callbacks", nullptr}, {"errbacks", nullptr}, {"chain", nullptr}, {"chord", nullptr}}});
+  m.body = body.dump();
+  return m;
+}
+
+std::string encode_celery_result(const TaskResult& r) {
+  json j;
+  j["task_id"] = r.task_id;
+  j["status"] = std::string(state_name(r.state));
+  if (r.state == State::kSuccess) {
+    j["result"] = value_to_json(r.value);
+  } else {
+    std::string module = r.error_type.find("::") != std::string::npos ? "cpp" : "builtins";
+    if (r.state == State::kRevoked) module = "celery.exceptions";
+    j["result"] = json{{"exc_type", r.error_type}, {"exc_message", json::array({r.error_message})},
+                       {"exc_module", module}};
+  }
+  j["traceback"] = r.traceback.empty() ? json(nullptr) : json(r.traceback);
+  j["children"] = json::array();
+  return j.dump();
+}
+
+TaskResult decode_celery_result(std::string_view body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw std::runtime_error("result body is not a JSON object");
+  TaskResult r;
+  r.task_id = j.value("task_id", "");
+  r.state = state_from_name(j.value("status", ""));
+  const json& res = j.contains("result") ? j["result"] : json(nullptr);
+  if (r.state == State::kSuccess) {
+    r.value = value_from_json(res);
+  } else if (res.is_object()) {
+    r.error_type = res.value("exc_type", "");
+    const json& msg = res.contains("exc_message") ? res["exc_message"] : json(nullptr);
+    if (msg.is_array() && !msg.empty())
+      r.error_message = msg[0].is_string() ? msg[0].get<std::string>() : msg[0].dump();
+    else if (msg.is_string())
+      r.error_message = msg.get<std::string>();
+  }
+  if (j.contains("traceback") && j["traceback"].is_string()) r.traceback = j["traceback"].get<std::string>();
+  return r;
+}
+
+}  // namespace mb::task

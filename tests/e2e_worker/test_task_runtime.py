@@ -1,0 +1,196 @@
+"""End-to-end: miniproducer -> broker -> miniworker -> result, on each broker.
+
+Concerns (issue 4 "Tests"):
+[x] add(5, 5) -> 10 through the command
+[x] 1,000 tasks with concurrency 2 (prefork and threads)
+[x] each value type round-trips; kwargs and defaults
+[x] a failing task's error reaches the caller (exit 1); wrong arguments -> TypeError
+[x] retry-twice-then-succeed succeeds with retries = 2
+[x] countdown honoured; expires -> REVOKED
+[x] the crashing task gives FAILURE and the worker goes on serving
+[x] hard time limit
+[x] unknown task -> NotRegistered, message rejected
+[x] SIGTERM mid-task still delivers the result, exit 0
+[x] SIGKILL of the worker mid-task -> redelivered and completed by a second worker
+[x] broker restart mid-run -> the worker reconnects and every task completes
+"""
+
+import json
+import re
+import shutil
+import signal
+import time
+
+import pytest
+
+from worker_helpers import Worker, producer, producer_bg
+
+
+def call(broker, queue, *args, timeout=60):
+    return producer(broker.url, queue, *args, timeout=timeout)
+
+
+def test_add(broker, start_worker, queue_name):
+    start_worker()
+    r = call(broker, queue_name, "add", "5", "5", "--wait", "--timeout", "20")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "10"
+
+
+def test_send_without_wait_prints_id(broker, start_worker, queue_name):
+    start_worker()
+    r = call(broker, queue_name, "add", "1", "2")
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"[0-9a-f-]{36}", r.stdout.strip())
+
+
+@pytest.mark.parametrize("task,arg", [
+    ("echo_int", "-42"), ("echo_double", "2.5"), ("echo_bool", "true"), ("echo_string", '"hi there"'),
+    ("echo_list", '[1, "a", [2.5, null]]'), ("echo_map", '{"a": 1, "b": {"c": [true]}}'),
+    ("echo", "null"), ("echo", '{"x": [1, 2, {"y": "z"}]}'),
+])
+def test_value_types_round_trip(broker, start_worker, queue_name, task, arg):
+    start_worker()
+    r = call(broker, queue_name, task, arg, "--wait", "--timeout", "20")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == json.loads(arg)
+
+
+def test_kwargs_and_defaults(broker, start_worker, queue_name):
+    start_worker()
+    r = call(broker, queue_name, "greet", "bob", "--wait")
+    assert r.stdout.strip() == '"hello, bob"'
+    r = call(broker, queue_name, "greet", '"bob"', "--kwarg", 'greeting="hi"', "--wait")
+    assert r.stdout.strip() == '"hi, bob"'
+    r = call(broker, queue_name, "add", "--kwarg", "x=1", "--kwarg", "y=2", "--wait")
+    assert r.stdout.strip() == "3"
+
+
+def test_failure_reaches_caller(broker, start_worker, queue_name):
+    start_worker()
+    r = call(broker, queue_name, "fail", '"kaput"', "--wait", "--timeout", "20")
+    assert r.returncode == 1
+    assert "FAILURE: std::runtime_error: kaput" in r.stderr
+    r = call(broker, queue_name, "add", '"x"', "1", "--wait", "--timeout", "20")
+    assert r.returncode == 1
+    assert "TypeError: add() argument 'x': expected int, got string" in r.stderr
+
+
+def test_retry_twice_then_succeed(broker, start_worker, queue_name):
+    w = start_worker()
+    r = call(broker, queue_name, "retry_twice", "--wait", "--timeout", "20")
+    assert r.returncode == 0, r.stderr + w.log()[-2000:]
+    assert r.stdout.strip() == "2"
+
+
+def test_countdown_honoured(broker, start_worker, queue_name):
+    start_worker()
+    t0 = time.monotonic()
+    r = call(broker, queue_name, "add", "1", "1", "--countdown", "2", "--wait", "--timeout", "20")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 >= 2.0
+    assert r.stdout.strip() == "2"
+
+
+def test_expires_gives_revoked(broker, start_worker, queue_name):
+    start_worker()
+    r = call(broker, queue_name, "add", "1", "1", "--countdown", "2", "--expires", "1", "--wait", "--timeout", "20")
+    assert r.returncode == 1
+    assert "REVOKED" in r.stderr
+
+
+def test_crash_gives_failure_and_worker_goes_on(broker, start_worker, queue_name):
+    w = start_worker()
+    r = call(broker, queue_name, "crash", "--wait", "--timeout", "20")
+    assert r.returncode == 1
+    assert "WorkerLostError" in r.stderr and "SIGSEGV" in r.stderr
+    r = call(broker, queue_name, "add", "2", "3", "--wait", "--timeout", "20")
+    assert r.stdout.strip() == "5"
+    assert w.proc.poll() is None
+
+
+def test_hard_time_limit(broker, start_worker, queue_name):
+    start_worker("--time-limit", "1")
+    t0 = time.monotonic()
+    r = call(broker, queue_name, "sleep", "10", "--wait", "--timeout", "20")
+    assert r.returncode == 1
+    assert "TimeLimitExceeded" in r.stderr
+    assert time.monotonic() - t0 < 8
+    r = call(broker, queue_name, "add", "2", "3", "--wait", "--timeout", "20")
+    assert r.stdout.strip() == "5"
+
+
+def test_soft_time_limit(broker, start_worker, queue_name):
+    start_worker("--soft-time-limit", "0.5")
+    r = call(broker, queue_name, "sleep", "10", "--wait", "--timeout", "20")
+    assert r.returncode == 1
+    assert "SoftTimeLimitExceeded" in r.stderr
+
+
+def test_unknown_task(broker, start_worker, queue_name):
+    w = start_worker()
+    r = call(broker, queue_name, "no.such.task", "--wait", "--timeout", "20")
+    assert r.returncode == 1
+    assert "NotRegistered" in r.stderr
+    assert "unregistered task no.such.task" in w.log()
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_thousand_tasks_concurrency_2(broker, start_worker, queue_name, pool):
+    start_worker(pool=pool, concurrency=2)
+    r = call(broker, queue_name, "add", "1", "2", "--repeat", "1000", "--timeout", "120", timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1000 tasks: 1000 succeeded, 0 failed" in r.stdout
+    print(pool, broker.kind, r.stdout.strip())
+
+
+def test_sigterm_mid_task_delivers_result(broker, start_worker, queue_name):
+    w = start_worker()
+    p = producer_bg(broker.url, queue_name, "sleep", "1.5", "--wait", "--timeout", "30")
+    time.sleep(0.7)  # the task is running
+    w.signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert out.strip() == "1.5"
+    assert w.wait(timeout=30) == 0
+    assert "warm shutdown" in w.log()
+
+
+def test_sigkill_mid_task_redelivered_to_second_worker(broker, start_worker, queue_name):
+    w1 = start_worker()
+    p = producer_bg(broker.url, queue_name, "sleep", "1", "--wait", "--timeout", "60")
+    time.sleep(0.7)  # running in w1
+    w1.proc.send_signal(signal.SIGKILL)
+    w1.wait()
+    w2 = start_worker()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err + w2.log()[-2000:]
+    assert out.strip() == "1.0"
+    assert "succeeded" in w2.log()
+
+
+def test_broker_restart_worker_reconnects(own_broker, queue_name):
+    n = 200
+    # Fire-and-forget tasks: the producer's reply queue would not survive the restart.
+    r = producer(own_broker.url, queue_name, "sleep", "0.03", "--repeat", str(n), "--no-results", timeout=60)
+    assert r.returncode == 0, r.stderr
+    ids = set(r.stdout.split())
+    assert len(ids) == n
+    w = Worker(own_broker.url, queue_name, concurrency=2).start()
+    try:
+        w.wait_for("succeeded", timeout=30, count=20)
+        own_broker.restart()
+        deadline = time.monotonic() + 120
+        done = set()
+        while time.monotonic() < deadline:
+            done = set(re.findall(r"task sleep\[([0-9a-f-]{36})\] succeeded", w.log()))
+            if ids <= done:
+                break
+            time.sleep(0.5)
+        log = w.log()
+        assert ids <= done, "missing %d tasks\n%s" % (len(ids - done), log[-3000:])
+        assert "reconnecting" in log
+        assert w.proc.poll() is None
+    finally:
+        w.stop()
+        shutil.rmtree(w.dir, ignore_errors=True)

@@ -1,0 +1,268 @@
+// worker_envelope_test.cpp: task and result envelopes and their wire formats
+// (common/task, common/client/task_wire, headers, url).
+//
+// Concerns:
+// [x] every Value kind round-trips through Cap'n Proto and through JSON
+// [x] TaskMessage/TaskResult round-trip through Cap'n Proto with every field
+// [x] Celery protocol v2: the captured headers/body decode; encode -> decode is identity
+// [x] rpc:// result bodies as Celery writes them (SUCCESS, FAILURE, REVOKED)
+// [x] AMQP properties: capnp task has content type, task/id headers, reply_to, correlation_id, expiration
+// [x] ISO-8601 times with offsets
+// [x] broker URLs as Celery writes them
+// [x] malformed bodies throw, not crash
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <capnp/message.h>
+
+#include "common/client/headers.hpp"
+#include "common/client/task_wire.hpp"
+#include "common/client/url.hpp"
+#include "common/task/capnp_codec.hpp"
+#include "common/task/celery.hpp"
+
+using namespace mb;
+using task::Bytes;
+using task::List;
+using task::Map;
+using task::Value;
+
+namespace {
+
+Value sample() {
+  return Map{{"null", nullptr},        {"t", true},           {"i", -42},
+             {"big", INT64_MAX},       {"d", 2.5},            {"s", "héllo"},
+             {"b", Bytes("\x00\x01")}, {"l", List{1, "x", List{}}}, {"m", Map{{"k", Map{}}}}};
+}
+
+task::TaskMessage sample_task() {
+  task::TaskMessage t;
+  t.id = "5eac2e01-3140-420f-bdbe-c3f2f9fda8a1";
+  t.name = "add";
+  t.args = {5, 5};
+  t.kwargs = {{"z", "q"}};
+  t.retries = 2;
+  t.eta = 1795720840.5;
+  t.expires = 1795720900.25;
+  t.parent_id = "p";
+  t.root_id = "r";
+  t.reply_to = "reply-q";
+  t.correlation_id = "c";
+  t.origin = "gen1@host";
+  t.soft_time_limit = 1.5;
+  t.time_limit = 3;
+  t.ignore_result = true;
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("values round-trip through capnp") {
+  capnp::MallocMessageBuilder mb;
+  auto b = mb.initRoot<proto::Value>();
+  task::write_value(b, sample());
+  CHECK(task::read_value(b.asReader()) == sample());
+}
+
+TEST_CASE("values round-trip through JSON (bytes become text)") {
+  Value v = Map{{"i", 1}, {"d", 2.5}, {"s", "x"}, {"l", List{true, nullptr}}};
+  CHECK(task::value_from_json(task::value_to_json(v)) == v);
+  CHECK(task::value_to_json(Value(Bytes("ab"))) == "ab");
+}
+
+TEST_CASE("task and result round-trip through capnp") {
+  auto t = sample_task();
+  auto back = task::decode_task_capnp(task::encode_task_capnp(t));
+  CHECK(back.id == t.id);
+  CHECK(back.name == t.name);
+  CHECK(Value(back.args) == Value(t.args));
+  CHECK(Value(back.kwargs) == Value(t.kwargs));
+  CHECK(back.retries == 2);
+  CHECK(back.eta == t.eta);
+  CHECK(back.expires == t.expires);
+  CHECK(back.parent_id == "p");
+  CHECK(back.root_id == "r");
+  CHECK(back.reply_to == "reply-q");
+  CHECK(back.correlation_id == "c");
+  CHECK(back.origin == "gen1@host");
+  CHECK(back.soft_time_limit == 1.5);
+  CHECK(back.time_limit == 3);
+  CHECK(back.ignore_result);
+
+  task::TaskResult r;
+  r.task_id = "x";
+  r.state = task::State::kFailure;
+  r.value = sample();
+  r.error_type = "std::runtime_error";
+  r.error_message = "boom";
+  r.traceback = "tb";
+  r.runtime = 0.25;
+  r.worker = "w@h";
+  r.retries = 3;
+  auto rb = task::decode_result_capnp(task::encode_result_capnp(r));
+  CHECK(rb.task_id == "x");
+  CHECK(rb.state == task::State::kFailure);
+  CHECK(rb.value == sample());
+  CHECK(rb.error_type == "std::runtime_error");
+  CHECK(rb.error_message == "boom");
+  CHECK(rb.traceback == "tb");
+  CHECK(rb.runtime == 0.25);
+  CHECK(rb.worker == "w@h");
+  CHECK(rb.retries == 3);
+}
+
+TEST_CASE("malformed capnp bodies throw") {
+  CHECK_THROWS(task::decode_task_capnp("abc"));
+  CHECK_THROWS(task::decode_task_capnp(std::string(16, '\xff')));
+  CHECK_THROWS(task::decode_result_capnp(std::string(8, '\x01')));
+}
+
+TEST_CASE("celery protocol v2 as captured") {
+  Map h{{"lang", "py"},
+        {"task", "addTask.add"},
+        {"id", "5eac2e01-3140-420f-bdbe-c3f2f9fda8a1"},
+        {"shadow", nullptr},
+        {"eta", "2026-11-26T19:31:20.327326+00:00"},
+        {"expires", nullptr},
+        {"group", nullptr},
+        {"group_index", nullptr},
+        {"retries", 1},
+        {"timelimit", List{nullptr, 10}},
+        {"root_id", "5eac2e01-3140-420f-bdbe-c3f2f9fda8a1"},
+        {"parent_id", nullptr},
+        {"argsrepr", "(5, 5)"},
+        {"kwargsrepr", "{}"},
+        {"origin", "gen13108@vm"},
+        {"ignore_result", false}};
+  std::string body = R"([[5, 5], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}])";
+  auto t = task::decode_celery_task(h, body);
+  CHECK(t.name == "addTask.add");
+  CHECK(t.id == "5eac2e01-3140-420f-bdbe-c3f2f9fda8a1");
+  CHECK(Value(t.args) == Value(List{5, 5}));
+  CHECK(t.kwargs.empty());
+  CHECK(t.retries == 1);
+  CHECK(t.eta == doctest::Approx(1795721480.327326));
+  CHECK(t.expires == 0);
+  CHECK(t.soft_time_limit == 0);
+  CHECK(t.time_limit == 10);
+  CHECK(t.format == task::WireFormat::kCelery);
+
+  auto enc = task::encode_celery_task(sample_task());
+  auto back = task::decode_celery_task(enc.headers, enc.body);
+  CHECK(back.name == "add");
+  CHECK(Value(back.args) == Value(List{5, 5}));
+  CHECK(Value(back.kwargs) == Value(Map{{"z", "q"}}));
+  CHECK(back.eta == doctest::Approx(sample_task().eta));
+  CHECK(back.expires == doctest::Approx(sample_task().expires));
+  CHECK(back.retries == 2);
+  CHECK(back.time_limit == 3);
+  CHECK_THROWS(task::decode_celery_task(h, "{}"));
+  CHECK_THROWS(task::decode_celery_task(Map{}, body));
+}
+
+TEST_CASE("rpc:// results as Celery writes them") {
+  auto ok = task::decode_celery_result(
+      R"({"task_id": "a8", "status": "SUCCESS", "result": 10, "traceback": null, "children": []})");
+  CHECK(ok.state == task::State::kSuccess);
+  CHECK(ok.value == Value(10));
+  auto f = task::decode_celery_result(
+      R"({"task_id":"a8", "status":"FAILURE", "result":{"exc_type":"ValueError","exc_message":["boom 1"],"exc_module":"builtins"}, "traceback":"Traceback", "children":[]})");
+  CHECK(f.state == task::State::kFailure);
+  CHECK(f.error_type == "ValueError");
+  CHECK(f.error_message == "boom 1");
+  CHECK(f.traceback == "Traceback");
+
+  task::TaskResult r;
+  r.task_id = "t";
+  r.state = task::State::kRevoked;
+  r.error_type = "TaskRevokedError";
+  r.error_message = "expired";
+  auto j = nlohmann::json::parse(task::encode_celery_result(r));
+  CHECK(j["status"] == "REVOKED");
+  CHECK(j["result"]["exc_module"] == "celery.exceptions");
+  CHECK(j["result"]["exc_message"][0] == "expired");
+  CHECK(j["children"].is_array());
+}
+
+TEST_CASE("ISO-8601") {
+  CHECK(task::parse_iso8601("1970-01-01T00:00:00+00:00") == 0);
+  CHECK(task::parse_iso8601("1970-01-01T01:00:00+01:00") == 0);
+  CHECK(task::parse_iso8601("1970-01-01T00:00:10Z") == 10);
+  CHECK(task::parse_iso8601("1970-01-01T00:00:10.5") == 10.5);
+  CHECK(task::parse_iso8601(task::format_iso8601(1795720840.25)) == doctest::Approx(1795720840.25));
+  CHECK_THROWS(task::parse_iso8601("yesterday"));
+}
+
+TEST_CASE("task messages on AMQP") {
+  auto t = sample_task();
+  t.ignore_result = false;
+  t.expires = task::unix_now() + 60;
+  auto m = client::build_task_message(t, 5);
+  CHECK(*m.properties.content_type == "application/x-capnp");
+  CHECK(*m.properties.reply_to == "reply-q");
+  CHECK(*m.properties.correlation_id == "c");
+  CHECK(*m.properties.delivery_mode == 2);
+  CHECK(*m.properties.priority == 5);
+  CHECK(!m.properties.expiration);  // capnp tasks expire in the worker (REVOKED), not in the broker
+  auto h = client::table_to_map(*m.properties.headers);
+  CHECK(h["task"] == Value("add"));
+  CHECK(h["id"] == Value(t.id));
+  auto back = client::parse_task_message(m.properties, m.body);
+  CHECK(back.name == "add");
+  CHECK(back.reply_to == "reply-q");
+
+  t.format = task::WireFormat::kCelery;
+  auto c = client::build_task_message(t);
+  CHECK(*c.properties.content_type == "application/json");
+  CHECK(std::stoi(*c.properties.expiration) > 59000);
+  auto cb = client::parse_task_message(c.properties, c.body);
+  CHECK(cb.format == task::WireFormat::kCelery);
+  CHECK(cb.correlation_id == "c");
+
+  amqp::BasicProperties bad;
+  bad.content_type = "text/plain";
+  CHECK_THROWS(client::parse_task_message(bad, "x"));
+
+  task::TaskResult r;
+  r.task_id = t.id;
+  r.state = task::State::kSuccess;
+  r.value = 10;
+  auto rm = client::build_result_message(r, task::WireFormat::kCapnp, "corr");
+  CHECK(*rm.properties.correlation_id == "corr");
+  CHECK(client::parse_result_message(rm.properties, rm.body).value == Value(10));
+  auto rj = client::build_result_message(r, task::WireFormat::kCelery, "corr");
+  CHECK(client::parse_result_message(rj.properties, rj.body).value == Value(10));
+}
+
+TEST_CASE("headers: field tables <-> values") {
+  Map m{{"i", 1}, {"l", INT64_MAX}, {"s", "x"}, {"n", nullptr}, {"a", List{1, "y"}}, {"t", Map{{"k", true}}},
+        {"b", Bytes("z")}, {"d", 0.5}};
+  auto t = client::map_to_table(m);
+  CHECK(std::holds_alternative<std::int32_t>(t.find("i")->v));
+  CHECK(std::holds_alternative<std::int64_t>(t.find("l")->v));
+  CHECK(client::table_to_map(t) == m);
+}
+
+TEST_CASE("broker URLs") {
+  auto u = client::parse_broker_url("amqp://guest:guest@localhost:5672//");
+  CHECK(u.host == "localhost");
+  CHECK(u.port == 5672);
+  CHECK(u.user == "guest");
+  CHECK(u.password == "guest");
+  CHECK(u.vhost == "/");
+  auto v = client::parse_broker_url("amqp://u%40x:p%3Aw@127.0.0.1:5673/my%2fvhost");
+  CHECK(v.user == "u@x");
+  CHECK(v.password == "p:w");
+  CHECK(v.host == "127.0.0.1");
+  CHECK(v.port == 5673);
+  CHECK(v.vhost == "my/vhost");
+  auto w = client::parse_broker_url("amqp://guest@localhost//");
+  CHECK(w.password == "guest");
+  CHECK(w.port == 5672);
+  CHECK(client::parse_broker_url("amqp://h").vhost == "/");
+  CHECK(client::parse_broker_url("amqp://[::1]:5600/").host == "::1");
+  CHECK(client::parse_broker_url("amqp://[::1]:5600/").port == 5600);
+  CHECK_THROWS_AS(client::parse_broker_url("http://x"), std::invalid_argument);
+  CHECK_THROWS_AS(client::parse_broker_url("amqp://h:99999/"), std::invalid_argument);
+  CHECK_THROWS_AS(client::parse_broker_url("amqp://h:abc/"), std::invalid_argument);
+}

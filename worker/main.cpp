@@ -1,0 +1,102 @@
+// main.cpp: miniworker: flags -> WorkerOptions -> registry, pool, Worker; signals.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <asio.hpp>
+#include <memory>
+#include <thread>
+
+#include "worker/options.hpp"
+#include "worker/prefork_pool.hpp"
+#include "worker/registry.hpp"
+#include "worker/thread_pool.hpp"
+#include "worker/worker.hpp"
+
+namespace {
+
+std::vector<std::string> split_commas(const std::vector<std::string>& in) {
+  std::vector<std::string> out;
+  for (const auto& s : in) {
+    std::size_t start = 0;
+    while (start <= s.size()) {
+      auto end = s.find(',', start);
+      if (end == std::string::npos) end = s.size();
+      if (end > start) out.push_back(s.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace mb::worker;
+  WorkerOptions o;
+  std::string pool = "prefork";
+  std::vector<std::string> queues;
+  CLI::App app{"miniworker: runs C++ tasks from shared libraries, fed over AMQP 0-9-1"};
+  app.add_option("-b,--broker", o.broker_url, "broker URL")->capture_default_str();
+  app.add_option("--tasks", o.task_libraries, "task library (.so); repeatable")->required();
+  app.add_option("-c,--concurrency", o.concurrency, "child processes or threads (default: cores)");
+  app.add_option("-P,--pool", pool, "prefork or threads")->check(CLI::IsMember({"prefork", "threads"}))->capture_default_str();
+  app.add_option("-Q,--queues", queues, "queues to consume, comma-separated (default: celery)");
+  app.add_option("--prefetch-multiplier", o.prefetch_multiplier, "prefetch = concurrency x this")->capture_default_str();
+  app.add_option("--time-limit", o.time_limit, "hard time limit in seconds (prefork)");
+  app.add_option("--soft-time-limit", o.soft_time_limit, "soft time limit in seconds");
+  app.add_option("--max-tasks-per-child", o.max_tasks_per_child, "replace a child after this many tasks");
+  app.add_option("-n,--hostname", o.hostname, "node name (default: miniworker@<host>)");
+  app.add_flag("--ack-early", o.ack_early, "acknowledge on receipt instead of after the result");
+  app.add_option("-l,--loglevel", o.loglevel, "trace, debug, info, warning, error, critical")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_level(spdlog::level::from_str(o.loglevel == "warning" ? "warn" : o.loglevel));
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
+  if (!queues.empty()) o.queues = split_commas(queues);
+  o.pool = pool == "threads" ? PoolKind::kThreads : PoolKind::kPrefork;
+  if (o.concurrency == 0) o.concurrency = std::max(1u, std::thread::hardware_concurrency());
+  if (o.hostname.empty()) {
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    o.hostname = std::string("miniworker@") + host;
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  TaskRegistry registry;
+  try {
+    for (const auto& lib : o.task_libraries) registry.load(lib);
+    mb::client::parse_broker_url(o.broker_url);
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 2;
+  }
+  spdlog::info("tasks: {}", fmt::join(registry.names(), ", "));
+
+  asio::io_context io(1);
+  std::unique_ptr<Pool> p;
+  if (o.pool == PoolKind::kPrefork)
+    p = std::make_unique<PreforkPool>(io, registry, PreforkOptions{o.concurrency, o.max_tasks_per_child, o.hostname});
+  else
+    p = std::make_unique<ThreadPool>(io, registry, o.concurrency, o.hostname);
+  Worker worker(io, o, registry, *p);
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  int received = 0;
+  std::function<void(std::error_code, int)> on_signal = [&](std::error_code ec, int sig) {
+    if (ec) return;
+    if (++received == 1) {
+      spdlog::info("signal {}: warm shutdown (send again to quit at once)", sig);
+      worker.shutdown_gracefully();
+      signals.async_wait(on_signal);
+    } else {
+      worker.shutdown_now();
+    }
+  };
+  signals.async_wait(on_signal);
+
+  worker.start();
+  io.run();
+  return worker.exit_code();
+}

@@ -1,0 +1,317 @@
+// worker.cpp: consume -> decide -> pool -> result -> ack, with reconnects.
+#include "worker/worker.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <cstdlib>
+
+#include "common/client/task_wire.hpp"
+#include "worker/executor.hpp"
+
+namespace mb::worker {
+
+namespace {
+
+std::chrono::steady_clock::duration seconds_d(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+}
+
+}  // namespace
+
+Worker::Worker(asio::io_context& io, WorkerOptions options, const TaskRegistry& registry, Pool& pool)
+    : io_(io), options_(std::move(options)), registry_(registry), pool_(pool) {}
+
+std::uint16_t Worker::prefetch() const {
+  std::size_t n = static_cast<std::size_t>(std::max(1u, options_.concurrency)) * options_.prefetch_multiplier;
+  if (options_.prefetch_multiplier == 0) n = 0;  // unlimited
+  else n += held_;  // messages held for their eta do not take the window (Celery's way)
+  return static_cast<std::uint16_t>(std::min<std::size_t>(n, 65535));
+}
+
+void Worker::start() {
+  pool_.on_slot_free([this] { dispatch(); });
+  pool_.start([this](JobDone d) { on_done(std::move(d)); });
+  asio::co_spawn(io_, run(), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::critical("worker loop failed: {}", ex.what());
+    }
+  });
+}
+
+asio::awaitable<void> Worker::run() {
+  double backoff = kFirstReconnectBackoff;
+  while (!stopping_) {
+    try {
+      co_await session();
+      backoff = kFirstReconnectBackoff;
+    } catch (const std::exception& e) {
+      spdlog::error("broker connection: {}", e.what());
+    }
+    on_connection_lost();
+    if (stopping_) break;
+    spdlog::warn("reconnecting in {:.1f}s", backoff);
+    asio::steady_timer t(io_);
+    t.expires_after(seconds_d(backoff));
+    co_await t.async_wait(asio::use_awaitable);
+    backoff = std::min(backoff * 2, kMaxReconnectBackoff);
+  }
+  maybe_finish_shutdown();
+}
+
+asio::awaitable<void> Worker::session() {
+  client::ConnectionOptions co;
+  co.url = client::parse_broker_url(options_.broker_url);
+  co.connection_name = "miniworker " + options_.hostname;
+  auto conn = client::Connection::create(io_, co);
+  conn_ = conn;
+  closed_signal_ = std::make_unique<asio::steady_timer>(io_, asio::steady_timer::time_point::max());
+  conn->on_closed([this, conn](const std::string& reason) {
+    if (conn_ == conn) {
+      if (!stopping_) spdlog::warn("broker connection lost: {}", reason);
+      connected_ = false;
+      if (closed_signal_) closed_signal_->cancel();
+    }
+  });
+  co_await conn->open();
+  channel_ = co_await conn->open_channel();
+  channel_->on_closed([conn](const client::AmqpError& e) { conn->abort(std::string("channel closed: ") + e.what()); });
+  co_await channel_->qos(prefetch());
+  client::QueueOptions q;
+  q.durable = true;
+  consumer_tags_.clear();
+  for (const auto& queue : options_.queues) {
+    co_await channel_->queue_declare(queue, q);
+    const client::Channel::DeliveryFn fn = [this, queue](client::Delivery&& d) { on_delivery(std::move(d), queue); };
+    std::string tag = co_await channel_->consume(queue, "", false, fn);
+    consumer_tags_.push_back(tag);
+  }
+  connected_ = true;
+  spdlog::info("{} ready: consuming {} from {}:{} ({} pool, concurrency {}, prefetch {})", options_.hostname,
+               fmt::join(options_.queues, ","), co.url.host, co.url.port,
+               options_.pool == PoolKind::kPrefork ? "prefork" : "threads", options_.concurrency, prefetch());
+  std::error_code ec;
+  co_await closed_signal_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+void Worker::on_connection_lost() {
+  connected_ = false;
+  channel_ = nullptr;
+  ++epoch_;
+  // Tasks that did not start yet will be redelivered by the broker: forget them.
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    bool running = std::find(ready_.begin(), ready_.end(), it->first) == ready_.end() && !it->second.held;
+    if (!running) {
+      if (it->second.timer) it->second.timer->cancel();
+      it = jobs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  ready_.clear();
+  held_ = 0;
+}
+
+void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
+  task::TaskMessage t;
+  try {
+    t = client::parse_task_message(d.properties, d.body);
+  } catch (const std::exception& e) {
+    spdlog::error("rejecting unreadable message (delivery {} from {}): {}", d.delivery_tag, queue, e.what());
+    channel_->reject(d.delivery_tag, false);
+    return;
+  }
+  std::uint64_t seq = next_seq_++;
+  Job& job = jobs_[seq];
+  job.task = std::move(t);
+  job.delivery_tag = d.delivery_tag;
+  job.epoch = epoch_;
+  job.queue = queue;
+  spdlog::debug("received {}[{}] retries={}", job.task.name, job.task.id, job.task.retries);
+
+  if (!registry_.find(job.task.name)) {
+    spdlog::error("received unregistered task {}[{}]: rejected", job.task.name, job.task.id);
+    publish_result(job, make_error_result(job.task, task::State::kFailure, "NotRegistered",
+                                          "'" + job.task.name + "'", options_.hostname));
+    settle(job, false, false);
+    jobs_.erase(seq);
+    return;
+  }
+  if (options_.ack_early) settle(job, true);
+  double now = task::unix_now();
+  if (job.task.expires > 0 && now >= job.task.expires) {
+    spdlog::info("task {}[{}] expired: revoked", job.task.name, job.task.id);
+    publish_result(job, make_error_result(job.task, task::State::kRevoked, "TaskRevokedError", "expired",
+                                          options_.hostname));
+    finish_job(seq);
+    return;
+  }
+  if (job.task.eta > now) {
+    // Held unacked until due, as Celery does; the prefetch window grows by one
+    // so held tasks do not starve the pool.
+    job.held = true;
+    ++held_;
+    update_qos();
+    job.timer = std::make_unique<asio::steady_timer>(io_);
+    job.timer->expires_after(seconds_d(job.task.eta - now));
+    job.timer->async_wait([this, seq](std::error_code ec) {
+      if (ec) return;
+      auto it = jobs_.find(seq);
+      if (it == jobs_.end() || !it->second.held) return;
+      it->second.held = false;
+      if (held_ > 0) --held_;
+      update_qos();
+      enqueue(seq);
+    });
+    return;
+  }
+  enqueue(seq);
+}
+
+void Worker::update_qos() {
+  if (!channel_ || !connected_) return;
+  asio::co_spawn(io_, channel_->qos(prefetch()), asio::detached);
+}
+
+void Worker::enqueue(std::uint64_t seq) {
+  if (stopping_) return;  // left unacked: requeued when the connection closes
+  ready_.push_back(seq);
+  dispatch();
+}
+
+void Worker::dispatch() {
+  while (!ready_.empty() && pool_.has_free_slot()) {
+    std::uint64_t seq = ready_.front();
+    ready_.pop_front();
+    auto it = jobs_.find(seq);
+    if (it == jobs_.end()) continue;
+    Job& job = it->second;
+    if (job.task.expires > 0 && task::unix_now() >= job.task.expires) {
+      publish_result(job, make_error_result(job.task, task::State::kRevoked, "TaskRevokedError", "expired",
+                                            options_.hostname));
+      finish_job(seq);
+      continue;
+    }
+    worker::Job pj;
+    pj.seq = seq;
+    pj.task = job.task;
+    pj.soft_time_limit = job.task.soft_time_limit > 0 ? job.task.soft_time_limit : options_.soft_time_limit;
+    pj.time_limit = job.task.time_limit > 0 ? job.task.time_limit : options_.time_limit;
+    pool_.submit(std::move(pj));
+  }
+}
+
+void Worker::on_done(JobDone done) {
+  auto it = jobs_.find(done.seq);
+  if (it == jobs_.end()) {
+    dispatch();
+    return;
+  }
+  Job& job = it->second;
+  auto& r = done.result;
+  ++processed_;
+  if (r.state == task::State::kRetry) {
+    spdlog::info("task {}[{}] retry in {}s: {}", job.task.name, job.task.id, done.retry_countdown, r.error_message);
+    republish_retry(job, done.retry_countdown);
+    publish_result(job, r);
+  } else if (r.state == task::State::kSuccess) {
+    spdlog::info("task {}[{}] succeeded in {:.6f}s", job.task.name, job.task.id, r.runtime);
+    publish_result(job, r);
+  } else {
+    spdlog::error("task {}[{}] {}: {}: {}", job.task.name, job.task.id, task::state_name(r.state), r.error_type,
+                  r.error_message);
+    publish_result(job, r);
+  }
+  finish_job(done.seq);
+}
+
+void Worker::publish_result(const Job& job, const task::TaskResult& r) {
+  if (job.task.reply_to.empty() || job.task.ignore_result) return;
+  if (!channel_ || !connected_) {
+    spdlog::warn("result of {}[{}] not sent: not connected (the task will be redelivered)", job.task.name, job.task.id);
+    return;
+  }
+  auto msg = client::build_result_message(r, job.task.format, job.task.correlation_id);
+  channel_->publish("", job.task.reply_to, msg.properties, msg.body);
+}
+
+void Worker::republish_retry(const Job& job, double countdown) {
+  if (!channel_ || !connected_) return;
+  task::TaskMessage t = job.task;
+  t.retries += 1;
+  t.eta = countdown > 0 ? task::unix_now() + countdown : 0;
+  if (t.parent_id.empty()) t.parent_id = job.task.id;
+  auto msg = client::build_task_message(t);
+  channel_->publish("", job.queue, msg.properties, msg.body);
+}
+
+void Worker::settle(Job& job, bool ack, bool requeue) {
+  if (job.acked) return;
+  job.acked = true;
+  if (!channel_ || !connected_ || job.epoch != epoch_) return;  // the broker redelivers it
+  if (ack)
+    channel_->ack(job.delivery_tag);
+  else
+    channel_->reject(job.delivery_tag, requeue);
+}
+
+void Worker::finish_job(std::uint64_t seq) {
+  auto it = jobs_.find(seq);
+  if (it != jobs_.end()) {
+    settle(it->second, true);  // after the result was published on the same channel
+    jobs_.erase(it);
+  }
+  dispatch();
+  maybe_finish_shutdown();
+}
+
+void Worker::shutdown_gracefully() {
+  if (stopping_) return;
+  stopping_ = true;
+  spdlog::info("warm shutdown: finishing {} running task(s)", pool_.running());
+  for (auto& [seq, job] : jobs_)
+    if (job.timer) job.timer->cancel();
+  ready_.clear();
+  if (channel_ && connected_) {
+    auto ch = channel_;
+    auto tags = consumer_tags_;
+    asio::co_spawn(
+        io_,
+        [ch, tags]() -> asio::awaitable<void> {
+          for (const auto& t : tags) co_await ch->cancel(t);
+        },
+        asio::detached);
+  }
+  pool_.stop([this] {
+    spdlog::info("pool stopped");
+    maybe_finish_shutdown();
+  });
+  if (!connected_ && closed_signal_) closed_signal_->cancel();
+  maybe_finish_shutdown();
+}
+
+void Worker::maybe_finish_shutdown() {
+  if (!stopping_ || finished_ || pool_.running() > 0) return;
+  finished_ = true;
+  auto conn = conn_;
+  asio::co_spawn(
+      io_,
+      [this, conn]() -> asio::awaitable<void> {
+        if (conn && conn->is_open()) co_await conn->close();  // unstarted deliveries are requeued by the broker
+        spdlog::info("{} stopped after {} task(s)", options_.hostname, processed_);
+        pool_.terminate();
+        io_.stop();
+      },
+      asio::detached);
+}
+
+void Worker::shutdown_now() {
+  spdlog::warn("cold shutdown");
+  pool_.terminate();
+  std::_Exit(1);
+}
+
+}  // namespace mb::worker

@@ -1,0 +1,79 @@
+// worker.hpp: the worker's parent process logic: hold the AMQP connection,
+// consume, decide (unknown, expired, held until its eta), hand tasks to the
+// pool, publish results to reply_to, acknowledge after the result is
+// published, retry, reconnect with backoff, shut down gracefully.
+// Everything runs on one io_context thread.
+#pragma once
+
+#include <asio.hpp>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/client/connection.hpp"
+#include "worker/options.hpp"
+#include "worker/pool.hpp"
+#include "worker/registry.hpp"
+
+namespace mb::worker {
+
+class Worker {
+ public:
+  // registry and pool: HELD NOT OWNED.
+  Worker(asio::io_context& io, WorkerOptions options, const TaskRegistry& registry, Pool& pool);
+  void start();
+  // First SIGTERM/SIGINT: stop consuming, finish running tasks, publish, ack, close.
+  void shutdown_gracefully();
+  // Second signal: leave at once (the broker requeues what was unacked).
+  [[noreturn]] void shutdown_now();
+  int exit_code() const { return exit_code_; }
+
+ private:
+  struct Job {
+    task::TaskMessage task;
+    std::uint64_t delivery_tag = 0;
+    std::uint64_t epoch = 0;  // connection generation the delivery tag belongs to
+    std::string queue;
+    bool acked = false;
+    bool held = false;  // waiting for its eta
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  asio::awaitable<void> run();
+  asio::awaitable<void> session();
+  void on_delivery(client::Delivery&& d, const std::string& queue);
+  void enqueue(std::uint64_t seq);
+  void dispatch();
+  void on_done(JobDone done);
+  void publish_result(const Job& job, const task::TaskResult& r);
+  void republish_retry(const Job& job, double countdown);
+  void settle(Job& job, bool ack, bool requeue = false);
+  void finish_job(std::uint64_t seq);
+  void update_qos();
+  void on_connection_lost();
+  void maybe_finish_shutdown();
+  std::uint16_t prefetch() const;
+
+  asio::io_context& io_;
+  WorkerOptions options_;
+  const TaskRegistry& registry_;
+  Pool& pool_;
+  std::shared_ptr<client::Connection> conn_;
+  client::Channel* channel_ = nullptr;  // HELD NOT OWNED: owned by conn_
+  std::vector<std::string> consumer_tags_;
+  std::uint64_t epoch_ = 0;
+  std::uint64_t next_seq_ = 1;
+  std::map<std::uint64_t, Job> jobs_;
+  std::deque<std::uint64_t> ready_;
+  std::size_t held_ = 0;
+  bool connected_ = false;
+  bool stopping_ = false;
+  bool finished_ = false;
+  int exit_code_ = 0;
+  std::uint64_t processed_ = 0;
+  std::unique_ptr<asio::steady_timer> closed_signal_;
+};
+
+}  // namespace mb::worker
