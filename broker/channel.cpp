@@ -292,6 +292,23 @@ void Channel::send_content(const Message& msg) {
   amqp::write_content(host_.out(), id_, msg.properties, msg.body, host_.frame_max());
 }
 
+void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
+  // Queues with x-delivery-limit count deliveries as RabbitMQ's quorum queues
+  // do: a redelivery carries x-delivery-count = earlier deliveries.
+  if (q != nullptr && q->args().delivery_limit && e.delivery_count > 1) {
+    try {
+      amqp::BasicProperties p = amqp::decode_properties(e.msg->properties);
+      if (!p.headers) p.headers.emplace();
+      p.headers->set("x-delivery-count", static_cast<std::int64_t>(e.delivery_count - 1));
+      amqp::write_content(host_.out(), id_, amqp::encode_properties(p), e.msg->body, host_.frame_max());
+      return;
+    } catch (const amqp::DecodeError&) {
+      // Unparseable headers: deliver the properties as published.
+    }
+  }
+  send_content(*e.msg);
+}
+
 // ---- consuming --------------------------------------------------------------
 
 void Channel::on_consume(const amqp::BasicConsume& m) {
@@ -378,7 +395,7 @@ void Channel::deliver(Consumer& c, QueueEntry&& e) {
   const Message& msg = *e.msg;
   SPDLOG_TRACE("conn {} ch {}: deliver '{}' tag {} to {}", host_.connection_id(), id_, msg.routing_key, tag, c.tag);
   send(amqp::BasicDeliver{c.tag, tag, e.redelivered, msg.exchange, msg.routing_key});
-  send_content(msg);
+  send_delivery_content(c.queue.get(), e);
   if (c.no_ack) {
     if (c.queue) c.queue->discard(e);
     return;
@@ -402,7 +419,7 @@ void Channel::on_get(const amqp::BasicGet& m) {
   const Message& msg = *e->msg;
   send(amqp::BasicGetOk{tag, e->redelivered, msg.exchange, msg.routing_key,
                         static_cast<std::uint32_t>(q->ready_count())});
-  send_content(msg);
+  send_delivery_content(q.get(), *e);
   if (m.no_ack) {
     q->discard(*e);
     return;

@@ -100,6 +100,7 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
     amqp::write_method(host_.out(), id_, m);
   }
   void send_content(const Message& msg);
+  void send_delivery_content(const Queue* q, const QueueEntry& e);
 
   void on_publish(const amqp::BasicPublish& m);
   void finish_publish();
