@@ -204,16 +204,9 @@ void Connection::handle_frame(const amqp::Frame& f) {
       fail(ReplyCode::kUnexpectedFrame, "content frame on channel 0");
       return;
     }
-    amqp::Method m;
-    try {
-      m = amqp::decode_method(f.payload);
-    } catch (const amqp::UnknownMethod& e) {
-      fail(ReplyCode::kNotImplemented, e.what(), e.class_id(), e.method_id());
-      return;
-    } catch (const amqp::DecodeError& e) {
-      fail(ReplyCode::kSyntaxError, e.what());
-      return;
-    }
+    std::optional<amqp::Method> decoded = decode_or_fail(f.payload);
+    if (!decoded) return;
+    const amqp::Method& m = *decoded;
     try {
       handle_connection_method(m);
     } catch (const AmqpError& e) {
@@ -229,6 +222,17 @@ void Connection::handle_frame(const amqp::Frame& f) {
     return;
   }
   handle_channel_frame(f);
+}
+
+std::optional<amqp::Method> Connection::decode_or_fail(std::string_view payload) {
+  try {
+    return amqp::decode_method(payload);
+  } catch (const amqp::UnknownMethod& e) {
+    fail(ReplyCode::kNotImplemented, e.what(), e.class_id(), e.method_id());
+  } catch (const amqp::DecodeError& e) {
+    fail(ReplyCode::kSyntaxError, e.what());
+  }
+  return std::nullopt;
 }
 
 void Connection::handle_channel_frame(const amqp::Frame& f) {
@@ -272,16 +276,9 @@ void Connection::handle_channel_frame(const amqp::Frame& f) {
     }
     return;
   }
-  amqp::Method m;
-  try {
-    m = amqp::decode_method(f.payload);
-  } catch (const amqp::UnknownMethod& e) {
-    fail(ReplyCode::kNotImplemented, e.what(), e.class_id(), e.method_id());
-    return;
-  } catch (const amqp::DecodeError& e) {
-    fail(ReplyCode::kSyntaxError, e.what());
-    return;
-  }
+  std::optional<amqp::Method> decoded = decode_or_fail(f.payload);
+  if (!decoded) return;
+  const amqp::Method& m = *decoded;
   auto [cls, mid] = std::visit([](const auto& x) { return ids_of(x); }, m);
   if (ch != nullptr && ch->expecting_content()) {
     fail(ReplyCode::kUnexpectedFrame, fmt::format("expected content header for class 60, got {}", amqp::method_name(m)),

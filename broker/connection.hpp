@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -60,6 +61,8 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   void handle_frame(const amqp::Frame& f);
   void handle_connection_method(const amqp::Method& m);
   void handle_channel_frame(const amqp::Frame& f);
+  // Decodes a method frame; on malformed input closes the connection (540, 502).
+  std::optional<amqp::Method> decode_or_fail(std::string_view payload);
   void on_start_ok(const amqp::ConnectionStartOk& m);
   void on_tune_ok(const amqp::ConnectionTuneOk& m);
   void on_open(const amqp::ConnectionOpen& m);

@@ -2,7 +2,7 @@
 processes of their own, stopped (SIGTERM), crashed (SIGKILL) and restarted on the SAME
 data directory (pytest's tmp_path) and port.
 
-Concerns (status against the broker with RocksDB wired in, 2026-11-26):
+Concerns (all pass against the build of commit 0deb33e, 2026-11-26):
 - [x] restart keeps durable exchanges, queues (with arguments) and bindings; non-durable and
       exclusive ones are gone
 - [x] persistent messages survive a clean restart, in order, bodies and properties intact;
@@ -15,8 +15,8 @@ Concerns (status against the broker with RocksDB wired in, 2026-11-26):
 - [x] x-delayed-message: delayed messages survive a restart and arrive when due
 - [x] a second broker on the same data dir exits at once with a clear message
 - [x] a data dir RocksDB cannot open: clear error, non-zero exit, no crash
-- [ ] x-delivery-limit: the delivery count survives restarts and the message is
-      dead-lettered with reason delivery_limit [x]; redeliveries carry x-delivery-count [ ]
+- [x] x-delivery-limit: the delivery count survives restarts, redeliveries carry
+      x-delivery-count, and the message is dead-lettered with reason delivery_limit
 
 All minibroker_only: they run minibroker binaries of their own on one data dir.
 Set MB_E2E_SEED to replay the random kill moments of test_crash_loses_no_confirmed_message

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/support/golden.hpp"
 #include "common/amqp/field_table.hpp"
 #include "common/amqp/format.hpp"
 #include "common/amqp/frame.hpp"
@@ -35,21 +36,6 @@ std::string bytes(std::initializer_list<int> b) {
   std::string s;
   for (int x : b) s.push_back(static_cast<char>(x));
   return s;
-}
-
-// Reads tests/data/frames/<name>.hex: '#' lines are comments, the rest is hex.
-std::string load_hex(const std::string& name) {
-  std::ifstream in(std::string(MB_TEST_DATA_DIR) + "/frames/" + name + ".hex");
-  REQUIRE_MESSAGE(in.good(), "missing golden file " << name);
-  std::string line, hex;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line[0] == '#') continue;
-    for (char c : line)
-      if (std::isxdigit(static_cast<unsigned char>(c))) hex.push_back(c);
-  }
-  std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-  return out;
 }
 
 // The payload of the first frame in a golden file (kept alive by the caller's string).
