@@ -71,7 +71,7 @@ Connection::Connection(Broker& broker, asio::ip::tcp::socket socket, std::uint64
       socket_(std::move(socket)),
       timer_(broker.io()),
       id_(id),
-      rbuf_(kReadChunk),
+      rbuf_(kReadBufferInitial),
       channel_max_(broker.options().channel_max),
       frame_max_(broker.options().frame_max) {
   asio::error_code ec;
@@ -109,16 +109,24 @@ void Connection::read() {
     read_paused_ = true;  // the peer is not reading what we send: stop reading what it sends
     return;
   }
-  // Keep room for a whole frame: compact the unread tail to the front.
-  if (rstart_ > 0 && (rend_ == rstart_ || rbuf_.size() - rend_ < frame_max_ + amqp::kFrameOverhead)) {
+  // The buffer starts small and grows while reads fill it (up to
+  // kReadBufferMax) or when a frame needs more; the unread tail of a partial
+  // frame moves to the front when the room behind it runs out.
+  if (rstart_ == rend_) {
+    rstart_ = rend_ = 0;
+  } else if (rstart_ > 0 && (rend_ == rbuf_.size() || rbuf_.size() - rstart_ < frame_need_)) {
     std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
     rend_ -= rstart_;
     rstart_ = 0;
   }
+  if (rbuf_.size() - rstart_ < frame_need_) rbuf_.resize(rstart_ + frame_need_);
   if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
   reading_ = true;
-  socket_.async_read_some(asio::buffer(rbuf_.data() + rend_, rbuf_.size() - rend_),
-                          [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+  const std::size_t room = rbuf_.size() - rend_;
+  socket_.async_read_some(asio::buffer(rbuf_.data() + rend_, room),
+                          [self = shared_from_this(), room](const asio::error_code& ec, std::size_t n) {
+                            if (!ec && n == room && self->rbuf_.size() < kReadBufferMax)
+                              self->rbuf_.resize(std::min(self->rbuf_.size() * 2, kReadBufferMax));
                             self->on_read(ec, n);
                           });
 }
@@ -146,7 +154,11 @@ void Connection::process_input() {
       continue;
     }
     amqp::FrameResult r = amqp::decode_frame(buf, frame_max_);
-    if (r.status == amqp::DecodeStatus::kNeedMore) return;
+    if (r.status == amqp::DecodeStatus::kNeedMore) {
+      frame_need_ = r.needed;
+      return;
+    }
+    frame_need_ = 0;
     if (r.status == amqp::DecodeStatus::kError) {
       fail(ReplyCode::kFrameError, r.error);
       return;

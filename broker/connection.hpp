@@ -86,6 +86,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
 
   std::vector<char> rbuf_;
   std::size_t rstart_ = 0, rend_ = 0;
+  std::size_t frame_need_ = 0;  // bytes the partial frame at rstart_ needs in all (0: unknown)
   bool reading_ = false;
   bool read_paused_ = false;
 

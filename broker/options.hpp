@@ -15,7 +15,8 @@ inline constexpr std::uint16_t kDefaultHeartbeat = 60;        // seconds, as Rab
 inline constexpr std::uint64_t kDefaultMaxMessageSize = 128ull << 20;  // RabbitMQ 3.10's default
 inline constexpr int kHandshakeTimeoutSeconds = 10;           // RabbitMQ's handshake_timeout
 inline constexpr std::size_t kOutboundHighWater = 4u << 20;   // hold deliveries above this many queued bytes
-inline constexpr std::size_t kReadChunk = 256u << 10;         // bytes per socket read (>= 2 frames)
+inline constexpr std::size_t kReadBufferInitial = 4u << 10;   // an idle connection costs little memory
+inline constexpr std::size_t kReadBufferMax = 256u << 10;      // a busy one grows to this (>= 2 frames)
 
 struct Options {
   std::uint16_t port = kDefaultPort;
