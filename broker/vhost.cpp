@@ -243,50 +243,65 @@ void Vhost::remove_queue(const QueuePtr& q) {
   for (const auto& s : sources) maybe_auto_delete_exchange(s);
 }
 
-void Vhost::bind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
-                       const amqp::FieldTable& args, std::uint64_t connection_id) {
+// A binding is kept when its source and destination are both durable.
+static bool durable_binding(const Exchange& source, const Binding& b) {
+  return source.durable() && (b.destination.queue ? b.destination.queue->durable() : b.destination.exchange->durable());
+}
+
+void Vhost::add_binding(const ExchangePtr& source, const Binding& b) {
+  if (source->bind(b) && durable_binding(*source, b)) env_.persistence().binding_added(*source, b);
+}
+
+void Vhost::remove_binding(const ExchangePtr& source, const Binding& b) {
+  if (!source->unbind(b)) return;
+  if (durable_binding(*source, b)) env_.persistence().binding_removed(*source, b);
+  maybe_auto_delete_exchange(source);
+}
+
+Binding Vhost::queue_binding(std::string_view queue, std::string_view exchange, std::string_view key,
+                             const amqp::FieldTable& args, std::uint64_t connection_id, ExchangePtr& source) const {
   if (exchange.empty()) channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
   QueuePtr q = queue_or_404(queue);
   check_exclusive(*q, connection_id);
-  ExchangePtr x = exchange_or_404(exchange);
-  Binding b{Destination{q, nullptr}, std::string(key), args};
-  if (x->bind(b) && x->durable() && q->durable()) env_.persistence().binding_added(*x, b);
+  source = exchange_or_404(exchange);
+  return Binding{Destination{std::move(q), nullptr}, std::string(key), args};
+}
+
+Binding Vhost::exchange_binding(std::string_view destination, std::string_view source_name, std::string_view key,
+                                const amqp::FieldTable& args, ExchangePtr& source) const {
+  if (destination.empty() || source_name.empty())
+    channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
+  ExchangePtr dst = exchange_or_404(destination);
+  source = exchange_or_404(source_name);
+  return Binding{Destination{nullptr, std::move(dst)}, std::string(key), args};
+}
+
+void Vhost::bind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
+                       const amqp::FieldTable& args, std::uint64_t connection_id) {
+  ExchangePtr source;
+  Binding b = queue_binding(queue, exchange, key, args, connection_id, source);
+  add_binding(source, b);
 }
 
 void Vhost::unbind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
                          const amqp::FieldTable& args, std::uint64_t connection_id) {
-  if (exchange.empty()) channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
-  QueuePtr q = queue_or_404(queue);
-  check_exclusive(*q, connection_id);
-  ExchangePtr x = exchange_or_404(exchange);
-  Binding b{Destination{q, nullptr}, std::string(key), args};
-  if (x->unbind(b)) {
-    if (x->durable() && q->durable()) env_.persistence().binding_removed(*x, b);
-    maybe_auto_delete_exchange(x);
-  }
+  ExchangePtr source;
+  Binding b = queue_binding(queue, exchange, key, args, connection_id, source);
+  remove_binding(source, b);
 }
 
-void Vhost::bind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+void Vhost::bind_exchange(std::string_view destination, std::string_view source_name, std::string_view key,
                           const amqp::FieldTable& args) {
-  if (destination.empty() || source.empty())
-    channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
-  ExchangePtr dst = exchange_or_404(destination);
-  ExchangePtr src = exchange_or_404(source);
-  Binding b{Destination{nullptr, dst}, std::string(key), args};
-  if (src->bind(b) && src->durable() && dst->durable()) env_.persistence().binding_added(*src, b);
+  ExchangePtr source;
+  Binding b = exchange_binding(destination, source_name, key, args, source);
+  add_binding(source, b);
 }
 
-void Vhost::unbind_exchange(std::string_view destination, std::string_view source, std::string_view key,
+void Vhost::unbind_exchange(std::string_view destination, std::string_view source_name, std::string_view key,
                             const amqp::FieldTable& args) {
-  if (destination.empty() || source.empty())
-    channel_error(ReplyCode::kAccessRefused, "operation not permitted on the default exchange");
-  ExchangePtr dst = exchange_or_404(destination);
-  ExchangePtr src = exchange_or_404(source);
-  Binding b{Destination{nullptr, dst}, std::string(key), args};
-  if (src->unbind(b)) {
-    if (src->durable() && dst->durable()) env_.persistence().binding_removed(*src, b);
-    maybe_auto_delete_exchange(src);
-  }
+  ExchangePtr source;
+  Binding b = exchange_binding(destination, source_name, key, args, source);
+  remove_binding(source, b);
 }
 
 const amqp::FieldTable* Vhost::HeaderCache::get() {

@@ -118,6 +118,14 @@ class Vhost : public QueueHooks {
  private:
   void add_builtin(std::string name, ExchangeType type, bool internal = false);
   void maybe_auto_delete_exchange(const ExchangePtr& x);
+  // Checks and builds a binding (403 default exchange, 404 missing, 405 exclusive).
+  Binding queue_binding(std::string_view queue, std::string_view exchange, std::string_view key,
+                        const amqp::FieldTable& args, std::uint64_t connection_id, ExchangePtr& source) const;
+  Binding exchange_binding(std::string_view destination, std::string_view source_name, std::string_view key,
+                           const amqp::FieldTable& args, ExchangePtr& source) const;
+  // Adds or removes a binding, telling the store when both ends are durable.
+  void add_binding(const ExchangePtr& source, const Binding& b);
+  void remove_binding(const ExchangePtr& source, const Binding& b);
   void remove_exchange(const ExchangePtr& x);
   std::string generate_queue_name();
   // Message headers, decoded at most once per routing and only if a headers exchange asks.
