@@ -29,6 +29,23 @@ Value opt_string(const std::string& s) { return s.empty() ? Value() : Value(s); 
 
 std::string repr(const Value& v) { return value_to_json(v).dump(); }
 
+// Errors the worker reports under Celery's own names (the SDK throws
+// SoftTimeLimitExceeded): Python's .get() raises the real celery.exceptions
+// class for these, so `except SoftTimeLimitExceeded:` works as with a Python worker.
+constexpr std::string_view kCeleryExceptionNames[] = {"NotRegistered", "TaskRevokedError", "SoftTimeLimitExceeded",
+                                                      "TimeLimitExceeded", "WorkerLostError"};
+constexpr std::string_view kCeleryExceptionsModule = "celery.exceptions";
+// Other C++ exceptions are reported under their C++ type name; Python makes an
+// exception class of that name (a module it cannot import leads there).
+constexpr std::string_view kCppExceptionsModule = "cpp";
+
+json error_json(const TaskResult& r) {
+  std::string_view module = r.error_type.find("::") != std::string::npos ? kCppExceptionsModule : "builtins";
+  for (std::string_view name : kCeleryExceptionNames)
+    if (name == r.error_type) module = kCeleryExceptionsModule;
+  return json{{"exc_type", r.error_type}, {"exc_message", json::array({r.error_message})}, {"exc_module", module}};
+}
+
 }  // namespace
 
 json value_to_json(const Value& v) {
@@ -184,10 +201,7 @@ std::string encode_celery_result(const TaskResult& r) {
   if (r.state == State::kSuccess) {
     j["result"] = value_to_json(r.value);
   } else {
-    std::string module = r.error_type.find("::") != std::string::npos ? "cpp" : "builtins";
-    if (r.state == State::kRevoked) module = "celery.exceptions";
-    j["result"] = json{{"exc_type", r.error_type}, {"exc_message", json::array({r.error_message})},
-                       {"exc_module", module}};
+    j["result"] = error_json(r);
   }
   j["traceback"] = r.traceback.empty() ? json(nullptr) : json(r.traceback);
   j["children"] = json::array();

@@ -182,6 +182,21 @@ TEST_CASE("rpc:// results as Celery writes them") {
   CHECK(j["result"]["exc_module"] == "celery.exceptions");
   CHECK(j["result"]["exc_message"][0] == "expired");
   CHECK(j["children"].is_array());
+
+  // The SDK's soft limit reaches Python as celery.exceptions.SoftTimeLimitExceeded;
+  // other C++ exceptions keep their C++ name.
+  r.state = task::State::kFailure;
+  r.error_type = "SoftTimeLimitExceeded";
+  j = nlohmann::json::parse(task::encode_celery_result(r));
+  CHECK(j["result"]["exc_type"] == "SoftTimeLimitExceeded");
+  CHECK(j["result"]["exc_module"] == "celery.exceptions");
+  r.error_type = "std::runtime_error";
+  j = nlohmann::json::parse(task::encode_celery_result(r));
+  CHECK(j["result"]["exc_type"] == "std::runtime_error");
+  CHECK(j["result"]["exc_module"] == "cpp");
+  r.error_type = "NotRegistered";
+  j = nlohmann::json::parse(task::encode_celery_result(r));
+  CHECK(j["result"]["exc_module"] == "celery.exceptions");
 }
 
 TEST_CASE("ISO-8601") {
