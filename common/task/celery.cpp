@@ -153,10 +153,11 @@ TaskMessage decode_celery_task(const Map& headers, std::string_view body) {
   t.parent_id = header_string(headers, "parent_id");
   t.root_id = header_string(headers, "root_id");
   t.origin = header_string(headers, "origin");
+  // [hard, soft], as celery/app/amqp.py writes it (not the (soft, hard) order one might guess).
   if (auto it = headers.find("timelimit"); it != headers.end() && it->second.is_list()) {
     const auto& l = it->second.as_list();
-    if (!l.empty() && l[0].is_number()) t.soft_time_limit = l[0].as_double();
-    if (l.size() > 1 && l[1].is_number()) t.time_limit = l[1].as_double();
+    if (!l.empty() && l[0].is_number()) t.time_limit = l[0].as_double();
+    if (l.size() > 1 && l[1].is_number()) t.soft_time_limit = l[1].as_double();
   }
   if (auto it = headers.find("ignore_result"); it != headers.end() && it->second.is_bool())
     t.ignore_result = it->second.as_bool();
@@ -180,8 +181,8 @@ CeleryTaskMessage encode_celery_task(const TaskMessage& t) {
   h["group"] = Value();
   h["group_index"] = Value();
   h["retries"] = static_cast<std::int64_t>(t.retries);
-  h["timelimit"] = List{t.soft_time_limit > 0 ? Value(t.soft_time_limit) : Value(),
-                        t.time_limit > 0 ? Value(t.time_limit) : Value()};
+  h["timelimit"] = List{t.time_limit > 0 ? Value(t.time_limit) : Value(),
+                        t.soft_time_limit > 0 ? Value(t.soft_time_limit) : Value()};
   h["root_id"] = t.root_id.empty() ? Value(t.id) : Value(t.root_id);
   h["parent_id"] = opt_string(t.parent_id);
   h["argsrepr"] = repr(Value(t.args));

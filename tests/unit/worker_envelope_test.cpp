@@ -127,7 +127,7 @@ TEST_CASE("celery protocol v2 as captured") {
         {"group", nullptr},
         {"group_index", nullptr},
         {"retries", 1},
-        {"timelimit", List{nullptr, 10}},
+        {"timelimit", List{10, nullptr}},  // [hard, soft]: send_task(time_limit=10)
         {"root_id", "5eac2e01-3140-420f-bdbe-c3f2f9fda8a1"},
         {"parent_id", nullptr},
         {"argsrepr", "(5, 5)"},
@@ -146,6 +146,10 @@ TEST_CASE("celery protocol v2 as captured") {
   CHECK(t.soft_time_limit == 0);
   CHECK(t.time_limit == 10);
   CHECK(t.format == task::WireFormat::kCelery);
+  h["timelimit"] = List{nullptr, 2.5};  // send_task(soft_time_limit=2.5)
+  t = task::decode_celery_task(h, body);
+  CHECK(t.soft_time_limit == 2.5);
+  CHECK(t.time_limit == 0);
 
   auto enc = task::encode_celery_task(sample_task());
   auto back = task::decode_celery_task(enc.headers, enc.body);
