@@ -185,20 +185,11 @@ void ControlPlane::on_command(client::Delivery&& d) {
     spdlog::warn("pidbox: ignoring a message that is not a control command ({} bytes)", d.body.size());
     return;
   }
-  if (d.properties.headers) {
-    const amqp::FieldTable& h = *d.properties.headers;
-    if (const auto* c = h.find("clock"); c && c->as_int()) clock_.adjust(static_cast<std::uint64_t>(*c->as_int()));
-    // kombu stamps an absolute deadline (a double); a late command is dropped.
-    if (const auto* e = h.find("expires")) {
-      double deadline = 0;
-      if (const auto* dv = std::get_if<double>(&e->v)) deadline = *dv;
-      else if (auto iv = e->as_int()) deadline = static_cast<double>(*iv);
-      if (deadline > 0 && deadline < task::unix_now()) {
-        spdlog::debug("pidbox: {} expired, dropped", request->method);
-        return;
-      }
-    }
-  }
+  // The `expires` header is for the requester's reply collector: a kombu
+  // Node answers late commands too, and so do we (no clock skew trouble).
+  if (d.properties.headers)
+    if (const auto* c = d.properties.headers->find("clock"); c && c->as_int())
+      clock_.adjust(static_cast<std::uint64_t>(*c->as_int()));
   if (!addressed_to(*request, hostname_)) return;
   spdlog::debug("pidbox: {} (reply to {})", request->method, request->reply_routing_key);
   if (request->method == "heartbeat") events_.heartbeat();

@@ -190,7 +190,7 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
   job.delivery_tag = d.delivery_tag;
   job.epoch = epoch_;
   job.queue = queue;
-  job.exchange = d.exchange;
+  job.exchange = std::move(d.exchange);
   job.redelivered = d.redelivered;
   job.priority = d.properties.priority.value_or(0);
   spdlog::debug("received {}[{}] retries={}", job.task.name, job.task.id, job.task.retries);
