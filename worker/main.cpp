@@ -49,6 +49,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-tasks-per-child", o.max_tasks_per_child, "replace a child after this many tasks");
   app.add_option("-n,--hostname", o.hostname, "node name (default: miniworker@<host>)");
   app.add_flag("--ack-early", o.ack_early, "acknowledge on receipt instead of after the result");
+  app.add_flag("-E,--task-events", o.task_events, "send task events (task-received, ...) to celeryev, as celery worker -E");
+  app.add_option("--heartbeat-interval", o.heartbeat_interval, "seconds between worker-heartbeat events, 0: none")
+      ->capture_default_str();
   app.add_option("-l,--loglevel", o.loglevel, "trace, debug, info, warning, error, critical")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

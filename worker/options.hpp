@@ -12,6 +12,7 @@ inline constexpr unsigned kDefaultPrefetchMultiplier = 4;  // as Celery's worker
 inline constexpr const char* kDefaultQueue = "celery";     // Celery's default queue name
 inline constexpr double kMaxReconnectBackoff = 10.0;       // seconds between reconnect attempts, at most
 inline constexpr double kFirstReconnectBackoff = 0.2;      // doubled on every failed attempt
+inline constexpr double kDefaultHeartbeatInterval = 2.0;   // seconds: Celery's worker-heartbeat `freq`
 
 enum class PoolKind { kPrefork, kThreads };
 
@@ -27,6 +28,8 @@ struct WorkerOptions {
   unsigned max_tasks_per_child = 0;
   std::string hostname;        // default miniworker@<host>
   bool ack_early = false;
+  bool task_events = false;  // -E: task-* events on celeryev, as Celery's worker -E
+  double heartbeat_interval = kDefaultHeartbeatInterval;  // worker-heartbeat period, 0: none
   std::string loglevel = "info";
 };
 

@@ -3,8 +3,11 @@
 // worker's io_context thread.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "common/task/message.hpp"
 
@@ -35,6 +38,9 @@ class Pool {
   virtual bool has_free_slot() const = 0;
   virtual void submit(Job job) = 0;
   virtual std::size_t running() const = 0;
+  // The processes that run tasks (prefork children); empty when tasks run in
+  // this process.
+  virtual std::vector<pid_t> child_pids() const { return {}; }
   // Graceful: no new jobs; `done` runs once every running job has reported.
   virtual void stop(std::function<void()> done) = 0;
   // At once: kills what runs (prefork), reports nothing more.

@@ -38,7 +38,7 @@ class PreforkPool : public Pool {
   void stop(std::function<void()> done) override;
   void terminate() override;
 
-  std::vector<pid_t> child_pids() const;
+  std::vector<pid_t> child_pids() const override;
 
  private:
   struct Child {

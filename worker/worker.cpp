@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 
@@ -20,7 +22,61 @@ std::chrono::steady_clock::duration seconds_d(double s) {
 }  // namespace
 
 Worker::Worker(asio::io_context& io, WorkerOptions options, const TaskRegistry& registry, Pool& pool)
-    : io_(io), options_(std::move(options)), registry_(registry), pool_(pool) {}
+    : io_(io),
+      options_(std::move(options)),
+      registry_(registry),
+      pool_(pool),
+      events_(io, EventSource{options_.hostname, static_cast<std::int64_t>(getpid())}, clock_, options_.task_events,
+              options_.heartbeat_interval, [this] { return load(); }),
+      control_(options_.hostname, clock_, events_, [this] { return status(); }) {}
+
+WorkerLoad Worker::load() const {
+  WorkerLoad l;
+  l.active = pool_.running();
+  l.processed = processed_;
+  return l;
+}
+
+WorkerStatus Worker::status() const {
+  WorkerStatus s;
+  s.hostname = options_.hostname;
+  s.pid = getpid();
+  s.clock = clock_.value();
+  s.uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  s.total.insert(totals_.begin(), totals_.end());
+  s.registered = registry_.names();
+  const bool threads = options_.pool == PoolKind::kThreads;
+  for (const auto& [seq, job] : jobs_) {
+    if (job.time_start <= 0) continue;
+    ActiveTask a;
+    a.id = job.task.id;
+    a.name = job.task.name;
+    a.args = py_args_repr(job.task.args);
+    a.kwargs = py_repr(task::Value(job.task.kwargs));
+    a.time_start = job.time_start;
+    a.acknowledged = job.acked;
+    a.exchange = job.exchange;
+    a.routing_key = job.queue;
+    a.priority = job.priority;
+    a.redelivered = job.redelivered;
+    a.worker_pid = threads ? s.pid : 0;  // which child runs it is the pool's business
+    s.active.push_back(std::move(a));
+  }
+  s.pool = threads ? "threads" : "prefork";
+  s.concurrency = options_.concurrency;
+  s.max_tasks_per_child = options_.max_tasks_per_child;
+  for (pid_t p : pool_.child_pids()) s.processes.push_back(p);
+  s.prefetch_count = prefetch();
+  if (conn_) {
+    const auto url = client::parse_broker_url(options_.broker_url);
+    s.broker_host = url.host;
+    s.broker_port = url.port;
+    s.broker_user = url.user;
+    s.broker_vhost = url.vhost;
+    s.broker_heartbeat = conn_->heartbeat();
+  }
+  return s;
+}
 
 std::uint16_t Worker::prefetch() const {
   std::size_t n = static_cast<std::size_t>(std::max(1u, options_.concurrency)) * options_.prefetch_multiplier;
@@ -89,6 +145,8 @@ asio::awaitable<void> Worker::session() {
     std::string tag = co_await channel_->consume(queue, "", false, fn);
     consumer_tags_.push_back(tag);
   }
+  co_await control_.attach(*conn);
+  co_await events_.attach(*conn);
   connected_ = true;
   spdlog::info("{} ready: consuming {} from {}:{} ({} pool, concurrency {}, prefetch {})", options_.hostname,
                fmt::join(options_.queues, ","), co.url.host, co.url.port,
@@ -98,6 +156,8 @@ asio::awaitable<void> Worker::session() {
 }
 
 void Worker::on_connection_lost() {
+  control_.detach();
+  events_.detach();
   connected_ = false;
   channel_ = nullptr;
   ++epoch_;
@@ -130,6 +190,9 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
   job.delivery_tag = d.delivery_tag;
   job.epoch = epoch_;
   job.queue = queue;
+  job.exchange = std::move(d.exchange);
+  job.redelivered = d.redelivered;
+  job.priority = d.properties.priority.value_or(0);
   spdlog::debug("received {}[{}] retries={}", job.task.name, job.task.id, job.task.retries);
 
   if (!registry_.find(job.task.name)) {
@@ -140,13 +203,11 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
     jobs_.erase(seq);
     return;
   }
+  if (events_.task_events()) events_.task_event("task-received", task_received_fields(job.task));
   if (options_.ack_early) settle(job, true);
   double now = task::unix_now();
   if (job.task.expires > 0 && now >= job.task.expires) {
-    spdlog::info("task {}[{}] expired: revoked", job.task.name, job.task.id);
-    publish_result(job, make_error_result(job.task, task::State::kRevoked, "TaskRevokedError", "expired",
-                                          options_.hostname));
-    finish_job(seq);
+    revoke_expired(seq);
     return;
   }
   if (job.task.eta > now) {
@@ -171,6 +232,18 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
   enqueue(seq);
 }
 
+// Celery's way with a task that expired before it could start: a REVOKED
+// result, a task-revoked event, and an ack (not a reject).
+void Worker::revoke_expired(std::uint64_t seq) {
+  Job& job = jobs_.at(seq);
+  spdlog::info("task {}[{}] expired: revoked", job.task.name, job.task.id);
+  publish_result(job, make_error_result(job.task, task::State::kRevoked, "TaskRevokedError", "expired",
+                                        options_.hostname));
+  if (events_.task_events())
+    events_.task_event("task-revoked", task_revoked_fields(job.task.id, /*expired=*/true));
+  finish_job(seq);
+}
+
 void Worker::update_qos() {
   if (!channel_ || !connected_) return;
   asio::co_spawn(io_, channel_->qos(prefetch()), asio::detached);
@@ -190,9 +263,7 @@ void Worker::dispatch() {
     if (it == jobs_.end()) continue;
     Job& job = it->second;
     if (job.task.expires > 0 && task::unix_now() >= job.task.expires) {
-      publish_result(job, make_error_result(job.task, task::State::kRevoked, "TaskRevokedError", "expired",
-                                            options_.hostname));
-      finish_job(seq);
+      revoke_expired(seq);
       continue;
     }
     worker::Job pj;
@@ -200,6 +271,8 @@ void Worker::dispatch() {
     pj.task = job.task;
     pj.soft_time_limit = job.task.soft_time_limit > 0 ? job.task.soft_time_limit : options_.soft_time_limit;
     pj.time_limit = job.task.time_limit > 0 ? job.task.time_limit : options_.time_limit;
+    job.time_start = task::unix_now();
+    if (events_.task_events()) events_.task_event("task-started", task_started_fields(job.task));
     pool_.submit(std::move(pj));
   }
 }
@@ -213,17 +286,21 @@ void Worker::on_done(JobDone done) {
   Job& job = it->second;
   auto& r = done.result;
   ++processed_;
+  ++totals_[job.task.name];
   if (r.state == task::State::kRetry) {
     spdlog::info("task {}[{}] retry in {}s: {}", job.task.name, job.task.id, done.retry_countdown, r.error_message);
     republish_retry(job, done.retry_countdown);
     publish_result(job, r);
+    if (events_.task_events()) events_.task_event("task-retried", task_error_fields(r));
   } else if (r.state == task::State::kSuccess) {
     spdlog::info("task {}[{}] succeeded in {:.6f}s", job.task.name, job.task.id, r.runtime);
     publish_result(job, r);
+    if (events_.task_events()) events_.task_event("task-succeeded", task_succeeded_fields(r));
   } else {
     spdlog::error("task {}[{}] {}: {}: {}", job.task.name, job.task.id, task::state_name(r.state), r.error_type,
                   r.error_message);
     publish_result(job, r);
+    if (events_.task_events()) events_.task_event("task-failed", task_error_fields(r));
   }
   finish_job(done.seq);
 }
@@ -296,6 +373,7 @@ void Worker::shutdown_gracefully() {
 void Worker::maybe_finish_shutdown() {
   if (!stopping_ || finished_ || pool_.running() > 0) return;
   finished_ = true;
+  events_.go_offline();
   auto conn = conn_;
   asio::co_spawn(
       io_,

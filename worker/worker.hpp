@@ -13,6 +13,8 @@
 #include <string>
 
 #include "common/client/connection.hpp"
+#include "worker/control.hpp"
+#include "worker/events.hpp"
 #include "worker/options.hpp"
 #include "worker/pool.hpp"
 #include "worker/registry.hpp"
@@ -36,6 +38,10 @@ class Worker {
     std::uint64_t delivery_tag = 0;
     std::uint64_t epoch = 0;  // connection generation the delivery tag belongs to
     std::string queue;
+    std::string exchange;      // as delivered, for `inspect active`
+    bool redelivered = false;
+    std::uint8_t priority = 0;
+    double time_start = 0;     // unix seconds when handed to the pool; 0: not started
     bool acked = false;
     bool held = false;  // waiting for its eta
     std::unique_ptr<asio::steady_timer> timer;
@@ -49,12 +55,15 @@ class Worker {
   void on_done(JobDone done);
   void publish_result(const Job& job, const task::TaskResult& r);
   void republish_retry(const Job& job, double countdown);
+  void revoke_expired(std::uint64_t seq);
   void settle(Job& job, bool ack, bool requeue = false);
   void finish_job(std::uint64_t seq);
   void update_qos();
   void on_connection_lost();
   void maybe_finish_shutdown();
   std::uint16_t prefetch() const;
+  WorkerStatus status() const;
+  WorkerLoad load() const;
 
   asio::io_context& io_;
   WorkerOptions options_;
@@ -73,6 +82,11 @@ class Worker {
   bool finished_ = false;
   int exit_code_ = 0;
   std::uint64_t processed_ = 0;
+  std::map<std::string, std::uint64_t, std::less<>> totals_;  // finished tasks by name (inspect stats)
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  LamportClock clock_;
+  EventPublisher events_;
+  ControlPlane control_;
   std::unique_ptr<asio::steady_timer> closed_signal_;
 };
 

@@ -29,6 +29,23 @@ Value opt_string(const std::string& s) { return s.empty() ? Value() : Value(s); 
 
 std::string repr(const Value& v) { return value_to_json(v).dump(); }
 
+// Errors the worker reports under Celery's own names (the SDK throws
+// SoftTimeLimitExceeded): Python's .get() raises the real celery.exceptions
+// class for these, so `except SoftTimeLimitExceeded:` works as with a Python worker.
+constexpr std::string_view kCeleryExceptionNames[] = {"NotRegistered", "TaskRevokedError", "SoftTimeLimitExceeded",
+                                                      "TimeLimitExceeded", "WorkerLostError"};
+constexpr std::string_view kCeleryExceptionsModule = "celery.exceptions";
+// Other C++ exceptions are reported under their C++ type name; Python makes an
+// exception class of that name (a module it cannot import leads there).
+constexpr std::string_view kCppExceptionsModule = "cpp";
+
+json error_json(const TaskResult& r) {
+  std::string_view module = r.error_type.find("::") != std::string::npos ? kCppExceptionsModule : "builtins";
+  for (std::string_view name : kCeleryExceptionNames)
+    if (name == r.error_type) module = kCeleryExceptionsModule;
+  return json{{"exc_type", r.error_type}, {"exc_message", json::array({r.error_message})}, {"exc_module", module}};
+}
+
 }  // namespace
 
 json value_to_json(const Value& v) {
@@ -136,10 +153,11 @@ TaskMessage decode_celery_task(const Map& headers, std::string_view body) {
   t.parent_id = header_string(headers, "parent_id");
   t.root_id = header_string(headers, "root_id");
   t.origin = header_string(headers, "origin");
+  // [hard, soft], as celery/app/amqp.py writes it (not the (soft, hard) order one might guess).
   if (auto it = headers.find("timelimit"); it != headers.end() && it->second.is_list()) {
     const auto& l = it->second.as_list();
-    if (!l.empty() && l[0].is_number()) t.soft_time_limit = l[0].as_double();
-    if (l.size() > 1 && l[1].is_number()) t.time_limit = l[1].as_double();
+    if (!l.empty() && l[0].is_number()) t.time_limit = l[0].as_double();
+    if (l.size() > 1 && l[1].is_number()) t.soft_time_limit = l[1].as_double();
   }
   if (auto it = headers.find("ignore_result"); it != headers.end() && it->second.is_bool())
     t.ignore_result = it->second.as_bool();
@@ -163,8 +181,8 @@ CeleryTaskMessage encode_celery_task(const TaskMessage& t) {
   h["group"] = Value();
   h["group_index"] = Value();
   h["retries"] = static_cast<std::int64_t>(t.retries);
-  h["timelimit"] = List{t.soft_time_limit > 0 ? Value(t.soft_time_limit) : Value(),
-                        t.time_limit > 0 ? Value(t.time_limit) : Value()};
+  h["timelimit"] = List{t.time_limit > 0 ? Value(t.time_limit) : Value(),
+                        t.soft_time_limit > 0 ? Value(t.soft_time_limit) : Value()};
   h["root_id"] = t.root_id.empty() ? Value(t.id) : Value(t.root_id);
   h["parent_id"] = opt_string(t.parent_id);
   h["argsrepr"] = repr(Value(t.args));
@@ -184,10 +202,7 @@ std::string encode_celery_result(const TaskResult& r) {
   if (r.state == State::kSuccess) {
     j["result"] = value_to_json(r.value);
   } else {
-    std::string module = r.error_type.find("::") != std::string::npos ? "cpp" : "builtins";
-    if (r.state == State::kRevoked) module = "celery.exceptions";
-    j["result"] = json{{"exc_type", r.error_type}, {"exc_message", json::array({r.error_message})},
-                       {"exc_module", module}};
+    j["result"] = error_json(r);
   }
   j["traceback"] = r.traceback.empty() ? json(nullptr) : json(r.traceback);
   j["children"] = json::array();

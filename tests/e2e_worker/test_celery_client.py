@@ -5,7 +5,7 @@ Concerns:
 [x] a value of each JSON type round-trips (list, map, string, double, bool, null via echo)
 [x] a C++ exception reaches .get() as an exception carrying the C++ message
 [x] countdown: the result is not earlier than the countdown
-[ ] pidbox control plane (inspect ping/status), events, expires, retries from Celery headers
+[x] control plane and events: test_celery_control.py; expires, retries, limits: test_celery_options.py
 Runs against each broker of MB_WORKER_BROKERS, like the rest of this folder.
 """
 

@@ -127,7 +127,7 @@ TEST_CASE("celery protocol v2 as captured") {
         {"group", nullptr},
         {"group_index", nullptr},
         {"retries", 1},
-        {"timelimit", List{nullptr, 10}},
+        {"timelimit", List{10, nullptr}},  // [hard, soft]: send_task(time_limit=10)
         {"root_id", "5eac2e01-3140-420f-bdbe-c3f2f9fda8a1"},
         {"parent_id", nullptr},
         {"argsrepr", "(5, 5)"},
@@ -146,6 +146,10 @@ TEST_CASE("celery protocol v2 as captured") {
   CHECK(t.soft_time_limit == 0);
   CHECK(t.time_limit == 10);
   CHECK(t.format == task::WireFormat::kCelery);
+  h["timelimit"] = List{nullptr, 2.5};  // send_task(soft_time_limit=2.5)
+  t = task::decode_celery_task(h, body);
+  CHECK(t.soft_time_limit == 2.5);
+  CHECK(t.time_limit == 0);
 
   auto enc = task::encode_celery_task(sample_task());
   auto back = task::decode_celery_task(enc.headers, enc.body);
@@ -182,6 +186,21 @@ TEST_CASE("rpc:// results as Celery writes them") {
   CHECK(j["result"]["exc_module"] == "celery.exceptions");
   CHECK(j["result"]["exc_message"][0] == "expired");
   CHECK(j["children"].is_array());
+
+  // The SDK's soft limit reaches Python as celery.exceptions.SoftTimeLimitExceeded;
+  // other C++ exceptions keep their C++ name.
+  r.state = task::State::kFailure;
+  r.error_type = "SoftTimeLimitExceeded";
+  j = nlohmann::json::parse(task::encode_celery_result(r));
+  CHECK(j["result"]["exc_type"] == "SoftTimeLimitExceeded");
+  CHECK(j["result"]["exc_module"] == "celery.exceptions");
+  r.error_type = "std::runtime_error";
+  j = nlohmann::json::parse(task::encode_celery_result(r));
+  CHECK(j["result"]["exc_type"] == "std::runtime_error");
+  CHECK(j["result"]["exc_module"] == "cpp");
+  r.error_type = "NotRegistered";
+  j = nlohmann::json::parse(task::encode_celery_result(r));
+  CHECK(j["result"]["exc_module"] == "celery.exceptions");
 }
 
 TEST_CASE("ISO-8601") {
