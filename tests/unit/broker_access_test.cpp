@@ -17,6 +17,11 @@
 //   [x] channel: each method of the table checks what RabbitMQ checks, 403 text
 //   [x] publish: write on the exchange ("amq.default" for ""), re-checked when
 //       the grant changes
+//   [x] durable records per vhost: same names restore apart; purging one vhost
+//       leaves the other
+//   [x] Broker::add_vhost / delete_vhost (queues, permissions) / delete_user
+//   [ ] delete_vhost and delete_user closing live connections (320): needs the
+//       HTTP API (another branch) to drive it end to end
 #include <doctest/doctest.h>
 #include <stdlib.h>
 
@@ -25,7 +30,9 @@
 #include <string>
 
 #include "broker/access.hpp"
+#include "broker/broker.hpp"
 #include "broker/channel.hpp"
+#include "broker/durable.hpp"
 #include "broker/store/memory_store.hpp"
 #include "broker/store/rocksdb_store.hpp"
 #include "support/broker_fakes.hpp"
@@ -381,4 +388,92 @@ TEST_CASE("channel: publish needs write on the exchange, the default one named a
   f.host.granted.reset();
   p.exchange = "amq.fanout";
   CHECK(f.refusal(p) == "ACCESS_REFUSED - access to exchange 'amq.fanout' in vhost '/' refused for user 'bob'");
+}
+
+// ---- vhosts: durable records and deletion -------------------------------------------
+
+namespace {
+
+// A FakeEnv whose vhosts persist through a real StorePersistence.
+struct StoreEnv : mb::test::FakeEnv {
+  mb::broker::StorePersistence* durable = nullptr;  // HELD NOT OWNED
+  mb::broker::Persistence& persistence() override { return *durable; }
+};
+
+// Declares durable exchange "x", durable queue "q" bound to it with "k", and
+// publishes `messages` persistent messages through x.
+void populate(Vhost& vh, int messages) {
+  using mb::broker::ExchangeDeclare;
+  using mb::broker::QueueDeclare;
+  mb::broker::ExchangePtr x = vh.declare_exchange(ExchangeDeclare{"x", "direct", false, true, false, false, nullptr});
+  vh.declare_queue(QueueDeclare{"q", false, true, false, false, nullptr, 1});
+  vh.bind_queue("q", "x", "k", amqp::FieldTable{}, 1);
+  amqp::BasicProperties persistent;
+  persistent.delivery_mode = 2;
+  for (int i = 0; i < messages; ++i) vh.publish(*x, mb::test::make_message("m", "k", persistent, "x"));
+}
+
+}  // namespace
+
+TEST_CASE("durable records are per vhost: same names in two vhosts restore apart; purging one keeps the other") {
+  auto data = std::make_shared<mb::store::MemoryStoreData>();
+  mb::store::MemoryStore store(run_now, data);
+  StoreEnv env;
+  {
+    mb::broker::StorePersistence durable(store, run_now);
+    env.durable = &durable;
+    Vhost root("/", env), other("v1", env);
+    populate(root, 2);
+    populate(other, 1);
+    store.commit([](mb::store::Status) {});
+  }
+  auto restore = [&](std::string_view name) {
+    mb::broker::StorePersistence durable(store, run_now);
+    env.durable = &durable;
+    auto vh = std::make_unique<Vhost>(std::string(name), env);
+    durable.restore(*vh);
+    return vh;
+  };
+  {
+    auto root = restore("/");
+    auto other = restore("v1");
+    REQUIRE(root->find_queue("q"));
+    REQUIRE(other->find_queue("q"));
+    CHECK(root->find_queue("q")->ready_count() == 2);
+    CHECK(other->find_queue("q")->ready_count() == 1);
+    CHECK(root->find_queue("q")->store_id != other->find_queue("q")->store_id);
+    std::vector<mb::broker::Queue*> routed;
+    other->route(*other->find_exchange("x"), *mb::test::make_message("m", "k", {}, "x"), routed);
+    CHECK(routed.size() == 1);  // the binding came back in its own vhost
+  }
+  CHECK(mb::broker::purge_vhost_records(store, "v1") == 2);  // exchange x and queue q
+  store.commit([](mb::store::Status) {});
+  auto root = restore("/");
+  auto other = restore("v1");
+  CHECK(root->find_queue("q"));
+  CHECK(root->find_queue("q")->ready_count() == 2);
+  CHECK(root->find_exchange("x"));
+  CHECK_FALSE(other->find_queue("q"));
+  CHECK_FALSE(other->find_exchange("x"));
+}
+
+TEST_CASE("Broker: add_vhost, delete_vhost (queues and permissions go), delete_user") {
+  mb::broker::Broker broker(mb::broker::Options{});
+  CHECK(broker.find_vhost("/"));
+  REQUIRE(broker.add_vhost("v1").ok());
+  CHECK(broker.add_vhost("v1").outcome == Outcome::kAlreadyExists);
+  REQUIRE(broker.find_vhost("v1"));
+  REQUIRE(broker.access().set_permissions("guest", "v1", {".*", ".*", ".*"}).ok());
+  auto [q, created] =
+      broker.find_vhost("v1")->declare_queue(mb::broker::QueueDeclare{"q", false, false, false, false, nullptr, 1});
+  REQUIRE(created);
+  REQUIRE(broker.delete_vhost("v1").ok());
+  CHECK_FALSE(broker.find_vhost("v1"));
+  CHECK(q->deleted());
+  CHECK_FALSE(broker.access().grant("guest", "v1"));
+  CHECK(broker.delete_vhost("v1").outcome == Outcome::kNotFound);
+  REQUIRE(broker.access().add_user("bob", "pw").ok());
+  CHECK(broker.authenticate("bob", "pw", true).empty());
+  REQUIRE(broker.delete_user("bob").ok());
+  CHECK(broker.authenticate("bob", "pw", true) == "user 'bob' - invalid credentials");
 }
