@@ -28,6 +28,9 @@ using store::MetaKind;
 // can never be confused with a later grant that reuses the same address.
 std::atomic<std::uint64_t> g_next_grant_serial{1};
 
+// The usual grant (guest's, most applications'): worth skipping the regex for.
+constexpr std::string_view kMatchAll = ".*";
+
 std::string encode_table(const FieldTable& t) {
   std::string out;
   amqp::Writer w(out);
@@ -151,6 +154,7 @@ std::optional<Grant> Grant::compile(PermissionSet source, std::string* error) {
   for (int i = 0; i < 3; ++i) {
     // RabbitMQ stores "" and matches it as "^$".
     const std::string& p = patterns[i]->empty() ? std::string("^$") : *patterns[i];
+    g.match_all_[i] = p == kMatchAll;
     try {
       g.patterns_[i] = std::regex(p, std::regex::ECMAScript | std::regex::optimize);
     } catch (const std::regex_error& e) {
@@ -164,7 +168,8 @@ std::optional<Grant> Grant::compile(PermissionSet source, std::string* error) {
 }
 
 bool Grant::allows(Permission p, std::string_view resource) const {
-  return std::regex_search(resource.begin(), resource.end(), patterns_[static_cast<int>(p)]);
+  const int i = static_cast<int>(p);
+  return match_all_[i] || std::regex_search(resource.begin(), resource.end(), patterns_[i]);
 }
 
 // ---- the registry --------------------------------------------------------------

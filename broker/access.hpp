@@ -89,6 +89,7 @@ class Grant {
   Grant() = default;
   PermissionSet source_;
   std::regex patterns_[3];
+  bool match_all_[3] = {false, false, false};  // the pattern is ".*": no regex run needed
   std::uint64_t serial_ = 0;
 };
 

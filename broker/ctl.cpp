@@ -126,7 +126,9 @@ Ctl::Ctl(CLI::App& app) : data_dir_(kDefaultDataDir) {
     CLI::App* c = cmd_->add_subcommand(name, help);
     c->fallthrough();
     if (count > 0 || variadic)
-      c->add_option("args", args_, "arguments, as in the usage above")->expected(count, variadic ? -1 : count)->required();
+      c->add_option("args", args_, "arguments, as in the usage above")
+          ->expected(count, variadic ? -1 : count)
+          ->required();
     return c;
   };
   CLI::App* add_user = command("add-user", "add-user <user> <password> [--tags a,b]", 2);

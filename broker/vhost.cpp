@@ -136,7 +136,8 @@ void Vhost::remove_exchange(const ExchangePtr& x) {
   std::vector<ExchangePtr> sources;
   for (auto& [_, other] : exchanges_) {
     for (const auto& b : other->bindings())
-      if (b.destination == self && other->durable() && x->durable()) env_.persistence().binding_removed(name_, *other, b);
+      if (b.destination == self && other->durable() && x->durable())
+        env_.persistence().binding_removed(name_, *other, b);
     if (other->unbind_all(self) > 0) sources.push_back(other);
   }
   if (x->durable()) {
