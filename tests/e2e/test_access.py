@@ -8,7 +8,9 @@ RabbitMQ 3.10's.
 
 Concerns:
 - [x] guest logs in from loopback
-- [x] wrong password, unknown user: 403 ACCESS_REFUSED at start-ok, generic text
+- [x] wrong password, unknown user: 403 ACCESS_REFUSED at start-ok, generic text; a client
+      without the authentication_failure_close capability just sees the socket close
+- [x] AMQPLAIN (py-amqp) logs in and is refused the same way
 - [x] unknown vhost: 530 "vhost ... not found"; no permissions on it: 530 "access to vhost ... refused"
 - [x] declare without configure, publish without write, consume/get/purge without read,
       bind without write on the queue or read on the exchange: channel closed with 403 and
@@ -27,10 +29,12 @@ import os
 import re
 import subprocess
 
+import amqp
 import pika
 import pika.exceptions as pex
 import pytest
 
+from amqp_raw import PROTOCOL_HEADER, RawAMQP, longstr, method_frame, shortstr, table
 from minibroker_proc import MinibrokerProc, default_binary
 from util import uname
 
@@ -176,6 +180,33 @@ def test_bad_login_is_403(target, user, password):
     assert refused(target, user=user, password=password) == (
         403, "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. "
              "For details see the broker logfile.")
+
+
+def test_bad_login_without_capability_closes_the_socket(target):
+    raw = RawAMQP(target.host, target.port)
+    try:
+        raw.send(PROTOCOL_HEADER)
+        raw.expect((10, 10))
+        raw.send(method_frame(0, 10, 11, table({"product": "e2e-raw"}) + shortstr("PLAIN")
+                              + longstr(b"\x00" + ALICE.encode() + b"\x00wrong") + shortstr("en_US")))
+        assert raw.read_close(timeout=10) is None  # no connection.close, no reason given
+    finally:
+        raw.close()
+
+
+def test_amqplain_login(target):
+    c = amqp.Connection(host="%s:%d" % (target.host, target.port), userid=ALICE, password=ALICE_PW,
+                        login_method="AMQPLAIN", connect_timeout=10)
+    c.connect()
+    ch = c.channel()
+    q = uname()
+    ch.queue_declare(q, auto_delete=True)
+    c.close()
+    bad = amqp.Connection(host="%s:%d" % (target.host, target.port), userid=ALICE, password="wrong",
+                          login_method="AMQPLAIN", connect_timeout=10)
+    with pytest.raises(amqp.exceptions.AccessRefused) as ei:
+        bad.connect()
+    assert "Login was refused using authentication mechanism AMQPLAIN" in str(ei.value)
 
 
 def test_unknown_vhost_is_530(target):
