@@ -24,7 +24,8 @@ Broker::Broker(Options options, std::unique_ptr<Persistence> persistence)
       accept_retry_timer_(io_),
       signals_(io_),
       persistence_(persistence ? std::move(persistence) : std::make_unique<Persistence>()) {
-  vhosts_.emplace("/", std::make_unique<Vhost>("/", *this));
+  access_.load();  // in memory until open_store(): vhost "/" and guest
+  for (const auto& name : access_.vhosts()) vhosts_.emplace(name, std::make_unique<Vhost>(name, *this));
 }
 
 Broker::~Broker() = default;
@@ -36,8 +37,16 @@ std::string Broker::open_store(const std::string& dir) {
   store::Status s = store::RocksDbStore::open(opts, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); }, db);
   if (!s.ok()) return s.to_string();
   store_ = std::move(db);
+  access_ = access::AccessControl(store_.get());
+  s = access_.load();
+  if (!s.ok()) return s.to_string();
   auto p = std::make_unique<StorePersistence>(*store_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
-  last_message_id_ = std::max(last_message_id_, p->restore(*vhosts_.at("/")));
+  vhosts_.clear();
+  for (const auto& name : access_.vhosts()) {
+    auto vh = std::make_unique<Vhost>(name, *this);
+    last_message_id_ = std::max(last_message_id_, p->restore(*vh));
+    vhosts_.emplace(name, std::move(vh));
+  }
   persistence_ = std::move(p);
   spdlog::info("data directory {}", dir);
   return {};
@@ -131,11 +140,55 @@ Vhost* Broker::find_vhost(std::string_view name) {
 }
 
 std::string Broker::authenticate(std::string_view user, std::string_view password, bool loopback) const {
-  if (user == "guest" && password == "guest") {
-    if (!loopback) return "User can only log in via localhost";
-    return {};
+  return access_.authenticate(user, password, loopback).refusal;
+}
+
+template <typename Pred>
+void Broker::force_close(Pred pred, const std::string& text) {
+  std::vector<ConnectionPtr> doomed;
+  for (auto& [_, c] : connections_)
+    if (pred(*c)) doomed.push_back(c);
+  for (auto& c : doomed) {
+    spdlog::info("connection {} ({}): closing: {}", c->connection_id(), c->peer(), text);
+    c->close(ReplyCode::kConnectionForced, "CONNECTION_FORCED - " + text);
   }
-  return "Login was refused using authentication mechanism PLAIN. For details see the broker logfile.";
+}
+
+access::Result Broker::add_vhost(std::string_view name) {
+  access::Result r = access_.add_vhost(name);
+  if (r.ok()) {
+    vhosts_.emplace(std::string(name), std::make_unique<Vhost>(std::string(name), *this));
+    spdlog::info("vhost '{}' added", name);
+  }
+  return r;
+}
+
+access::Result Broker::delete_vhost(std::string_view name) {
+  access::Result r = access_.delete_vhost(name);
+  if (!r.ok()) return r;
+  auto it = vhosts_.find(std::string(name));
+  if (it == vhosts_.end()) return r;
+  std::unique_ptr<Vhost> vh = std::move(it->second);
+  vhosts_.erase(it);
+  force_close([&](const Connection& c) { return c.open_vhost() == vh.get(); },
+              fmt::format("vhost '{}' is deleted", name));
+  // Consumers are gone with their channels; drop the queues (and their
+  // messages) now, then every durable record of the vhost once the writes
+  // before this point are visible to the store's reads.
+  std::vector<QueuePtr> queues;
+  for (const auto& [_, q] : vh->queues()) queues.push_back(q);
+  for (auto& q : queues) vh->remove_queue(q);
+  persistence_->vhost_deleted(name);
+  retired_vhosts_.push_back(std::move(vh));
+  spdlog::info("vhost '{}' deleted", name);
+  return r;
+}
+
+access::Result Broker::delete_user(std::string_view name) {
+  access::Result r = access_.delete_user(name);
+  if (r.ok())
+    force_close([&](const Connection& c) { return c.user() == name; }, fmt::format("user '{}' is deleted", name));
+  return r;
 }
 
 std::string Broker::register_direct_reply(const std::shared_ptr<Consumer>& c) {

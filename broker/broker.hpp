@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/access.hpp"
 #include "broker/connection.hpp"
 #include "broker/options.hpp"
 #include "broker/persistence.hpp"
@@ -39,8 +40,19 @@ class Broker : public VhostEnv {
   asio::io_context& io() { return io_; }
   const Options& options() const { return options_; }
   Vhost* find_vhost(std::string_view name);
-  // Checks a login; returns the refusal text or empty when accepted.
+  // Checks a login; returns the refusal text (for the log) or empty when
+  // accepted. access().find_user() then gives the user's tags.
   std::string authenticate(std::string_view user, std::string_view password, bool loopback) const;
+  // Users, vhosts and permissions. Change users and permissions here; add and
+  // delete vhosts through the Broker, which also owns their exchanges and queues.
+  access::AccessControl& access() { return access_; }
+  const access::AccessControl& access() const { return access_; }
+  access::Result add_vhost(std::string_view name);
+  // Closes the vhost's connections (320), deletes its entities and their
+  // durable records, and its permissions.
+  access::Result delete_vhost(std::string_view name);
+  // Deletes the user and closes its connections (320), as RabbitMQ does.
+  access::Result delete_user(std::string_view name);
   void remove_connection(std::uint64_t id);
   std::size_t connection_count() const { return connections_.size(); }
 
@@ -57,6 +69,9 @@ class Broker : public VhostEnv {
   void accept();
   void arm_tick();
   void run_dispatch();
+  // Closes (320 CONNECTION_FORCED) every connection matching pred.
+  template <typename Pred>
+  void force_close(Pred pred, const std::string& text);
 
   Options options_;
   asio::io_context io_{1};
@@ -66,7 +81,11 @@ class Broker : public VhostEnv {
   asio::signal_set signals_;
   std::unique_ptr<store::Store> store_;  // declared before persistence_, which uses it
   std::unique_ptr<Persistence> persistence_;
+  access::AccessControl access_{nullptr};  // over store_ once open_store() ran
   std::unordered_map<std::string, std::unique_ptr<Vhost>> vhosts_;
+  // Deleted vhosts stay allocated until shutdown: connections being closed and
+  // queued dispatches may still point at them; they hold no queues any more.
+  std::vector<std::unique_ptr<Vhost>> retired_vhosts_;
   std::unordered_map<std::uint64_t, ConnectionPtr> connections_;
   StringMap<std::weak_ptr<Consumer>> direct_replies_;
   std::uint64_t direct_reply_counter_ = 0;

@@ -12,6 +12,16 @@
 namespace mb::broker {
 namespace {
 
+using access::Permission;
+
+constexpr std::string_view kExchangeKind = "exchange";
+constexpr std::string_view kQueueKind = "queue";
+// RabbitMQ checks permissions on the default exchange under this name.
+constexpr std::string_view kDefaultExchangeAlias = "amq.default";
+// Declare arguments naming another exchange, which the declaring user must be able to write to.
+constexpr std::string_view kAlternateExchangeArg = "alternate-exchange";
+constexpr std::string_view kDeadLetterExchangeArg = "x-dead-letter-exchange";
+
 template <class... Ts>
 struct Overloaded : Ts... {
   using Ts::operator()...;
@@ -72,19 +82,25 @@ void Channel::handle(const amqp::Method& method) {
           },
           [&](const amqp::BasicRecoverAsync&) { requeue_all(); },
           [&](const amqp::ExchangeDeclare& m) {
+            authorize_exchange_declare(m);
             vh.declare_exchange(ExchangeDeclare{m.exchange, m.type, m.passive, m.durable, m.auto_delete, m.internal,
                                                 &m.arguments});
             if (!m.no_wait) send(amqp::ExchangeDeclareOk{});
           },
           [&](const amqp::ExchangeDelete& m) {
+            require(Permission::kConfigure, kExchangeKind, m.exchange);
             vh.delete_exchange(m.exchange, m.if_unused);
             if (!m.no_wait) send(amqp::ExchangeDeleteOk{});
           },
           [&](const amqp::ExchangeBind& m) {
+            require(Permission::kWrite, kExchangeKind, m.destination);
+            require(Permission::kRead, kExchangeKind, m.source);
             vh.bind_exchange(m.destination, m.source, m.routing_key, m.arguments);
             if (!m.no_wait) send(amqp::ExchangeBindOk{});
           },
           [&](const amqp::ExchangeUnbind& m) {
+            require(Permission::kWrite, kExchangeKind, m.destination);
+            require(Permission::kRead, kExchangeKind, m.source);
             vh.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments);
             if (!m.no_wait) send(amqp::ExchangeUnbindOk{});
           },
@@ -93,28 +109,38 @@ void Channel::handle(const amqp::Method& method) {
               if (!m.no_wait) send(amqp::QueueDeclareOk{m.queue, 0, 0});
               return;
             }
-            auto [q, created] = vh.declare_queue(
-                QueueDeclare{m.queue, m.passive, m.durable, m.exclusive, m.auto_delete, &m.arguments, conn});
+            // A server-named queue is named before the checks, which apply to that name.
+            const std::string generated = m.queue.empty() && !m.passive ? vh.generate_queue_name() : std::string();
+            const std::string_view name = generated.empty() ? std::string_view(m.queue) : generated;
+            if (!m.passive) authorize_queue_declare(name, m.arguments);
+            auto [q, created] = vh.declare_queue(QueueDeclare{name, m.passive, m.durable, m.exclusive, m.auto_delete,
+                                                              &m.arguments, conn, !generated.empty()});
             if (created && q->exclusive()) host_.register_exclusive(q);
             if (!m.no_wait)
               send(amqp::QueueDeclareOk{q->name(), static_cast<std::uint32_t>(q->ready_count()),
                                         static_cast<std::uint32_t>(q->consumer_count())});
           },
           [&](const amqp::QueueBind& m) {
+            require(Permission::kWrite, kQueueKind, m.queue);
+            require(Permission::kRead, kExchangeKind, m.exchange);
             vh.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments, conn);
             if (!m.no_wait) send(amqp::QueueBindOk{});
           },
           [&](const amqp::QueueUnbind& m) {
+            require(Permission::kWrite, kQueueKind, m.queue);
+            require(Permission::kRead, kExchangeKind, m.exchange);
             vh.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments, conn);
             send(amqp::QueueUnbindOk{});
           },
           [&](const amqp::QueuePurge& m) {
+            require(Permission::kRead, kQueueKind, m.queue);
             QueuePtr q = vh.queue_or_404(m.queue);
             vh.check_exclusive(*q, conn);
             const auto n = static_cast<std::uint32_t>(q->purge());
             if (!m.no_wait) send(amqp::QueuePurgeOk{n});
           },
           [&](const amqp::QueueDelete& m) {
+            require(Permission::kConfigure, kQueueKind, m.queue);
             const auto n = static_cast<std::uint32_t>(vh.delete_queue(m.queue, m.if_unused, m.if_empty, conn));
             if (!m.no_wait) send(amqp::QueueDeleteOk{n});
           },
@@ -156,6 +182,7 @@ void Channel::handle(const amqp::Method& method) {
 
 void Channel::on_publish(const amqp::BasicPublish& m) {
   if (m.immediate) connection_error(ReplyCode::kNotImplemented, "immediate=true");
+  authorize_publish(m.exchange);
   ExchangePtr x = host_.vhost().exchange_or_404(m.exchange);
   if (x->internal())
     channel_error(ReplyCode::kAccessRefused, "cannot publish to internal exchange '{}' in vhost '{}'", m.exchange,
@@ -328,6 +355,7 @@ void Channel::on_consume(const amqp::BasicConsume& m) {
     consumers_.emplace(std::move(tag), std::move(c));
     return;
   }
+  require(Permission::kRead, kQueueKind, m.queue);
   QueuePtr q = vh.queue_or_404(m.queue);
   vh.check_exclusive(*q, host_.connection_id());
   std::string tag = m.consumer_tag.empty() ? generate_consumer_tag() : std::string(m.consumer_tag);
@@ -408,6 +436,7 @@ void Channel::deliver(Consumer& c, QueueEntry&& e) {
 
 void Channel::on_get(const amqp::BasicGet& m) {
   Vhost& vh = host_.vhost();
+  require(Permission::kRead, kQueueKind, m.queue);
   QueuePtr q = vh.queue_or_404(m.queue);
   vh.check_exclusive(*q, host_.connection_id());
   std::optional<QueueEntry> e = q->get(host_.env().now_ms(), m.no_ack);
@@ -540,6 +569,58 @@ void Channel::shutdown() {
   requeue_all();
   tx_publishes_.clear();
   tx_acks_.clear();
+}
+
+// ---- access control ------------------------------------------------------------
+//
+// RabbitMQ's table (access-control guide), what each method needs:
+//   exchange.declare   configure on it (not when passive); with alternate-exchange,
+//                      read on it and write on the alternate
+//   exchange.delete    configure on it
+//   exchange.(un)bind  write on the destination, read on the source
+//   queue.declare      configure on it (not when passive); with x-dead-letter-exchange,
+//                      read on it and write on the dead-letter exchange
+//   queue.delete       configure on it
+//   queue.(un)bind     write on the queue, read on the exchange
+//   queue.purge, basic.get, basic.consume   read on the queue
+//   basic.publish      write on the exchange
+
+void Channel::require(Permission p, std::string_view kind, std::string_view name) {
+  if (kind == kExchangeKind && name.empty()) name = kDefaultExchangeAlias;
+  const access::Grant* g = host_.grant();
+  if (g != nullptr && g->allows(p, name)) return;
+  channel_error(ReplyCode::kAccessRefused, "access to {} '{}' in vhost '{}' refused for user '{}'", kind, name,
+                host_.vhost().name(), host_.user());
+}
+
+void Channel::authorize_exchange_declare(const amqp::ExchangeDeclare& m) {
+  if (m.passive) return;
+  require(Permission::kConfigure, kExchangeKind, m.exchange);
+  if (const auto* ae = m.arguments.find(kAlternateExchangeArg)) {
+    if (auto name = ae->as_string()) {
+      require(Permission::kRead, kExchangeKind, m.exchange);
+      require(Permission::kWrite, kExchangeKind, *name);
+    }
+  }
+}
+
+void Channel::authorize_queue_declare(std::string_view queue, const amqp::FieldTable& arguments) {
+  require(Permission::kConfigure, kQueueKind, queue);
+  if (const auto* dlx = arguments.find(kDeadLetterExchangeArg)) {
+    if (auto name = dlx->as_string()) {
+      require(Permission::kRead, kQueueKind, queue);
+      require(Permission::kWrite, kExchangeKind, *name);
+    }
+  }
+}
+
+void Channel::authorize_publish(std::string_view exchange) {
+  // The hot path: a publisher usually sends many messages to one exchange.
+  const access::Grant* g = host_.grant();
+  if (g != nullptr && g->serial() == writable_grant_serial_ && exchange == writable_exchange_) return;
+  require(Permission::kWrite, kExchangeKind, exchange);
+  writable_grant_serial_ = g->serial();
+  writable_exchange_.assign(exchange);
 }
 
 }  // namespace mb::broker

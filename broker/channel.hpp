@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/access.hpp"
 #include "broker/queue.hpp"
 #include "broker/string_map.hpp"
 #include "broker/vhost.hpp"
@@ -31,6 +32,8 @@ class ChannelHost {
   virtual bool can_write() const = 0;
   virtual bool consumer_cancel_notify() const = 0;
   virtual const std::string& user() const = 0;
+  // The user's permissions in this vhost as they stand now; null when it has none.
+  virtual const access::Grant* grant() = 0;
   virtual std::uint64_t max_message_size() const = 0;
   virtual void register_exclusive(const QueuePtr& q) = 0;
 };
@@ -120,6 +123,13 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
   void wake_consumer_queues();
   void remove_consumer(const std::shared_ptr<Consumer>& c);
   void tx_commit();
+  // 403 ACCESS_REFUSED (RabbitMQ's text) unless the user holds permission p on
+  // the named exchange or queue.
+  void require(access::Permission p, std::string_view kind, std::string_view name);
+  // The checks of RabbitMQ's access-control table, one per method.
+  void authorize_exchange_declare(const amqp::ExchangeDeclare& m);
+  void authorize_queue_declare(std::string_view queue, const amqp::FieldTable& arguments);
+  void authorize_publish(std::string_view exchange);
 
   std::uint16_t id_;
   ChannelHost& host_;  // HELD NOT OWNED: the connection owns its channels
@@ -139,6 +149,11 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
   std::string reply_key_;  // direct reply-to consumer on this channel, if any
   std::uint64_t ack_from_ = 0, ack_to_ = 0;  // coalesced confirms not yet sent
   std::size_t confirms_in_flight_ = 0;       // waiting for the store
+
+  // basic.publish checks write permission once per (grant, exchange) run:
+  // the last exchange found writable and the grant it was checked under.
+  std::string writable_exchange_;
+  std::uint64_t writable_grant_serial_ = 0;
 
   bool tx_mode_ = false;
   std::vector<TxPublish> tx_publishes_;

@@ -401,8 +401,11 @@ void Connection::handle_connection_method(const amqp::Method& m) {
 
 void Connection::on_start_ok(const amqp::ConnectionStartOk& m) {
   if (const auto* caps = m.client_properties.find("capabilities"))
-    if (const auto* t = caps->as_table())
+    if (const auto* t = caps->as_table()) {
       if (const auto* ccn = t->find("consumer_cancel_notify")) cancel_notify_ = ccn->as_bool().value_or(false);
+      if (const auto* afc = t->find("authentication_failure_close"))
+        auth_failure_close_ = afc->as_bool().value_or(false);
+    }
   std::string user, password;
   if (m.mechanism == "PLAIN") {
     auto creds = parse_plain(m.response);
@@ -415,8 +418,16 @@ void Connection::on_start_ok(const amqp::ConnectionStartOk& m) {
   }
   std::string refusal = broker_.authenticate(user, password, loopback_);
   if (!refusal.empty()) {
-    spdlog::warn("connection {} from {}: login refused for user '{}': {}", id_, peer_, user, refusal);
-    connection_error(ReplyCode::kAccessRefused, "{}", refusal);
+    spdlog::warn("connection {} from {}: {} login refused: {}", id_, peer_, m.mechanism, refusal);
+    // As RabbitMQ: the reason stays in the log; a client that announced
+    // authentication_failure_close gets 403 with a generic text, others a closed socket.
+    if (!auth_failure_close_) {
+      teardown("login refused");
+      return;
+    }
+    connection_error(ReplyCode::kAccessRefused,
+                     "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                     m.mechanism);
   }
   user_ = std::move(user);
   const Options& o = broker_.options();
@@ -438,12 +449,29 @@ void Connection::on_tune_ok(const amqp::ConnectionTuneOk& m) {
 }
 
 void Connection::on_open(const amqp::ConnectionOpen& m) {
-  vhost_ = broker_.find_vhost(m.virtual_host);
-  if (vhost_ == nullptr) connection_error(ReplyCode::kNotAllowed, "vhost {} not found", m.virtual_host);
+  // RabbitMQ's order and texts: an unknown vhost, then one the user may not use.
+  Vhost* vhost = broker_.find_vhost(m.virtual_host);
+  if (vhost == nullptr) connection_error(ReplyCode::kNotAllowed, "vhost {} not found", m.virtual_host);
+  grant_ = broker_.access().grant(user_, m.virtual_host);
+  grant_generation_ = broker_.access().generation();
+  if (grant_ == nullptr)
+    connection_error(ReplyCode::kNotAllowed, "access to vhost '{}' refused for user '{}'", m.virtual_host, user_);
+  vhost_ = vhost;
   amqp::write_method(out(), 0, amqp::ConnectionOpenOk{});
   state_ = State::kOpen;
   spdlog::debug("connection {} from {} open: user '{}', vhost '{}', heartbeat {} s, frame_max {}", id_, peer_, user_,
                 vhost_->name(), heartbeat_, frame_max_);
+}
+
+const access::Grant* Connection::grant() {
+  // Permissions may change while the connection is open (management): re-read
+  // them when the registry changed, so every check sees the current ones.
+  const access::AccessControl& acl = broker_.access();
+  if (grant_generation_ != acl.generation() && vhost_ != nullptr) {
+    grant_ = acl.grant(user_, vhost_->name());
+    grant_generation_ = acl.generation();
+  }
+  return grant_.get();
 }
 
 void Connection::fail(ReplyCode code, std::string_view text, std::uint16_t class_id, std::uint16_t method_id) {

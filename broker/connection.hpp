@@ -35,6 +35,8 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   bool closed() const { return state_ == State::kClosed; }
 
   const std::string& peer() const { return peer_; }
+  // The vhost opened (null before connection.open).
+  const Vhost* open_vhost() const { return vhost_; }
   std::size_t channel_count() const { return channels_.size(); }
 
   // ChannelHost
@@ -46,6 +48,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   bool can_write() const override { return out_.size() + writing_.size() < kOutboundHighWater; }
   bool consumer_cancel_notify() const override { return cancel_notify_; }
   const std::string& user() const override { return user_; }
+  const access::Grant* grant() override;
   std::uint64_t max_message_size() const override;
   void register_exclusive(const QueuePtr& q) override { exclusive_queues_.push_back(q); }
 
@@ -102,6 +105,9 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   std::uint32_t frame_max_;
   std::uint16_t heartbeat_ = 0;
   bool cancel_notify_ = false;
+  bool auth_failure_close_ = false;  // client capability: tell it why login failed before closing
+  std::shared_ptr<const access::Grant> grant_;  // the user's permissions in vhost_
+  std::uint64_t grant_generation_ = 0;          // AccessControl::generation() grant_ was read at
   Clock::time_point last_read_;
   Clock::time_point last_write_;
   Clock::time_point opened_at_;

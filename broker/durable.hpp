@@ -11,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <string_view>
 
 #include "broker/persistence.hpp"
 #include "broker/store/store.hpp"
@@ -24,18 +25,21 @@ class StorePersistence : public Persistence {
   // post runs a function on the loop after the current handler (asio::post).
   StorePersistence(store::Store& store, std::function<void(std::function<void()>)> post);
 
-  void exchange_declared(const Exchange& x) override;
-  void exchange_deleted(const Exchange& x) override;
-  void queue_declared(Queue& q) override;
-  void queue_deleted(const Queue& q) override;
-  void binding_added(const Exchange& source, const Binding& b) override;
-  void binding_removed(const Exchange& source, const Binding& b) override;
+  void exchange_declared(std::string_view vhost, const Exchange& x) override;
+  void exchange_deleted(std::string_view vhost, const Exchange& x) override;
+  void queue_declared(std::string_view vhost, Queue& q) override;
+  void queue_deleted(std::string_view vhost, const Queue& q) override;
+  void binding_added(std::string_view vhost, const Exchange& source, const Binding& b) override;
+  void binding_removed(std::string_view vhost, const Exchange& source, const Binding& b) override;
   void message_enqueued(const Queue& q, const QueueEntry& e) override;
   void message_removed(const Queue& q, const QueueEntry& e) override;
   void message_delivered(const Queue& q, const QueueEntry& e) override;
-  void delayed_added(const Exchange& x, const Message& m, std::int64_t due_ms) override;
+  void delayed_added(std::string_view vhost, const Exchange& x, const Message& m, std::int64_t due_ms) override;
   void delayed_removed(const Message& m, std::int64_t due_ms) override;
   void after_commit(std::function<void(bool ok)> done) override;
+  // Deletes every durable record of the vhost (purge_vhost_records) once the
+  // writes issued before this call are visible to the store's reads.
+  void vhost_deleted(std::string_view vhost) override;
 
   // Rebuilds the vhost's durable exchanges, queues, bindings, messages and
   // delayed messages from the store. Returns the highest message id seen.
@@ -52,6 +56,12 @@ class StorePersistence : public Persistence {
   bool dirty_ = false;        // writes since the last commit request
   bool flush_posted_ = false;  // a commit for this turn is scheduled
 };
+
+// Deletes every durable record of the vhost: exchanges, queues with their
+// messages, bindings, delayed messages. Reads the store, so it must run when
+// earlier writes are visible (after their commit, or offline); the caller
+// commits. Returns how many exchanges and queues it deleted.
+std::size_t purge_vhost_records(store::Store& store, std::string_view vhost);
 
 // Message record encoding (exchange, routing key, encoded properties, body).
 std::string encode_message_record(const Message& m);

@@ -1,4 +1,5 @@
-// minibroker: flags -> Options -> Broker::run. Nothing else lives here.
+// minibroker: flags -> Options -> Broker::run, or `minibroker ctl ...` (ctl.hpp).
+// Nothing else lives here.
 #include <spdlog/spdlog.h>
 
 #include <sys/resource.h>
@@ -21,6 +22,7 @@ void raise_fd_limit() {
 }  // namespace
 
 #include "broker/broker.hpp"
+#include "broker/ctl.hpp"
 
 int main(int argc, char** argv) {
   mb::broker::Options o;
@@ -33,7 +35,9 @@ int main(int argc, char** argv) {
   app.add_option("--frame-max", o.frame_max, "largest frame accepted, bytes")->capture_default_str();
   app.add_option("--channel-max", o.channel_max, "channels per connection")->capture_default_str();
   app.add_option("--max-message-size", o.max_message_size, "largest message body, bytes")->capture_default_str();
+  mb::broker::ctl::Ctl ctl(app);
   CLI11_PARSE(app, argc, argv);
+  if (ctl.selected()) return ctl.run();
 
   spdlog::set_level(spdlog::level::from_str(o.loglevel));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] %v");

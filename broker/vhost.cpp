@@ -115,7 +115,7 @@ ExchangePtr Vhost::declare_exchange(const ExchangeDeclare& d) {
   auto x = std::make_shared<Exchange>(std::string(d.name), *type, d.durable, d.auto_delete, d.internal, args);
   x->set_delayed(delayed);
   exchanges_.emplace(x->name(), x);
-  if (x->durable()) env_.persistence().exchange_declared(*x);
+  if (x->durable()) env_.persistence().exchange_declared(name_, *x);
   return x;
 }
 
@@ -136,14 +136,15 @@ void Vhost::remove_exchange(const ExchangePtr& x) {
   std::vector<ExchangePtr> sources;
   for (auto& [_, other] : exchanges_) {
     for (const auto& b : other->bindings())
-      if (b.destination == self && other->durable() && x->durable()) env_.persistence().binding_removed(*other, b);
+      if (b.destination == self && other->durable() && x->durable())
+        env_.persistence().binding_removed(name_, *other, b);
     if (other->unbind_all(self) > 0) sources.push_back(other);
   }
   if (x->durable()) {
     for (const auto& b : x->bindings())
       if (b.destination.queue ? b.destination.queue->durable() : b.destination.exchange->durable())
-        env_.persistence().binding_removed(*x, b);
-    env_.persistence().exchange_deleted(*x);
+        env_.persistence().binding_removed(name_, *x, b);
+    env_.persistence().exchange_deleted(name_, *x);
   }
   for (const auto& s : sources) maybe_auto_delete_exchange(s);
 }
@@ -152,7 +153,7 @@ void Vhost::maybe_auto_delete_exchange(const ExchangePtr& x) {
   if (x->auto_delete() && !x->has_bindings() && exchanges_.contains(x->name())) remove_exchange(x);
 }
 
-std::string Vhost::generate_queue_name() {
+std::string Vhost::generate_queue_name() const {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   static std::mt19937_64 rng{std::random_device{}()};
   for (;;) {
@@ -191,7 +192,7 @@ std::pair<QueuePtr, bool> Vhost::declare_queue(const QueueDeclare& d) {
       return {q, false};
     }
     if (d.passive) channel_error(ReplyCode::kNotFound, "no queue '{}' in vhost '{}'", d.name, name_);
-    if (d.name.starts_with(kReservedPrefix))
+    if (d.name.starts_with(kReservedPrefix) && !d.server_named)
       channel_error(ReplyCode::kAccessRefused, "queue name '{}' contains reserved prefix 'amq.*'", d.name);
   } else if (d.passive) {
     channel_error(ReplyCode::kNotFound, "no queue '' in vhost '{}'", name_);
@@ -205,7 +206,7 @@ std::pair<QueuePtr, bool> Vhost::declare_queue(const QueueDeclare& d) {
                                    d.exclusive ? d.connection_id : 0, this);
   q->touch(now);
   queues_.emplace(std::move(name), q);
-  if (q->durable()) env_.persistence().queue_declared(*q);
+  if (q->durable()) env_.persistence().queue_declared(name_, *q);
   // Every queue is bound to the default exchange implicitly (routing by name).
   return {q, true};
 }
@@ -232,14 +233,14 @@ void Vhost::remove_queue(const QueuePtr& q) {
   for (auto& [_, x] : exchanges_) {
     if (x->durable() && q->durable())
       for (const auto& b : x->bindings())
-        if (b.destination == d) env_.persistence().binding_removed(*x, b);
+        if (b.destination == d) env_.persistence().binding_removed(name_, *x, b);
     if (x->unbind_all(d) > 0) sources.push_back(x);
   }
   // Cancel consumers; a sink removes the consumer from the queue as it goes.
   std::vector<Consumer*> consumers = q->consumers();
   for (Consumer* c : consumers) c->sink->cancelled_by_broker(*c);
   q->purge();
-  if (q->durable()) env_.persistence().queue_deleted(*q);
+  if (q->durable()) env_.persistence().queue_deleted(name_, *q);
   for (const auto& s : sources) maybe_auto_delete_exchange(s);
 }
 
@@ -249,12 +250,12 @@ static bool durable_binding(const Exchange& source, const Binding& b) {
 }
 
 void Vhost::add_binding(const ExchangePtr& source, const Binding& b) {
-  if (source->bind(b) && durable_binding(*source, b)) env_.persistence().binding_added(*source, b);
+  if (source->bind(b) && durable_binding(*source, b)) env_.persistence().binding_added(name_, *source, b);
 }
 
 void Vhost::remove_binding(const ExchangePtr& source, const Binding& b) {
   if (!source->unbind(b)) return;
-  if (durable_binding(*source, b)) env_.persistence().binding_removed(*source, b);
+  if (durable_binding(*source, b)) env_.persistence().binding_removed(name_, *source, b);
   maybe_auto_delete_exchange(source);
 }
 
@@ -482,7 +483,7 @@ void Vhost::dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) {
 }
 
 void Vhost::delay(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms) {
-  if (x->durable() && msg->persistent()) env_.persistence().delayed_added(*x, *msg, due_ms);
+  if (x->durable() && msg->persistent()) env_.persistence().delayed_added(name_, *x, *msg, due_ms);
   delayed_.emplace(due_ms, Delayed{x->name(), msg});
 }
 

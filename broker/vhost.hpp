@@ -47,6 +47,7 @@ struct QueueDeclare {
   bool passive = false, durable = false, exclusive = false, auto_delete = false;
   const amqp::FieldTable* arguments = nullptr;
   std::uint64_t connection_id = 0;
+  bool server_named = false;  // name came from generate_queue_name(): its amq. prefix is ours
 };
 
 struct PublishOutcome {
@@ -76,6 +77,8 @@ class Vhost : public QueueHooks {
   std::size_t delete_queue(std::string_view name, bool if_unused, bool if_empty, std::uint64_t connection_id);
   // Deletes unconditionally (exclusive owner gone, auto-delete, x-expires).
   void remove_queue(const QueuePtr& q);
+  // A fresh "amq.gen-..." name for a server-named queue (declare with server_named).
+  std::string generate_queue_name() const;
 
   void bind_queue(std::string_view queue, std::string_view exchange, std::string_view key,
                   const amqp::FieldTable& args, std::uint64_t connection_id);
@@ -127,7 +130,6 @@ class Vhost : public QueueHooks {
   void add_binding(const ExchangePtr& source, const Binding& b);
   void remove_binding(const ExchangePtr& source, const Binding& b);
   void remove_exchange(const ExchangePtr& x);
-  std::string generate_queue_name();
   // Message headers, decoded at most once per routing and only if a headers exchange asks.
   struct HeaderCache {
     const Message& msg;

@@ -64,6 +64,7 @@ enum class MetaKind : std::uint8_t {
   kQueue = 4,
   kBinding = 5,
   kGeneric = 6,  // anything else the broker wants kept (policies, ...)
+  kPermission = 7,  // a user's configure/write/read patterns in one vhost
 };
 
 struct MetaRecord {

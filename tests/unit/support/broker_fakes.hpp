@@ -43,10 +43,10 @@ class FakePersistence : public broker::Persistence {
   std::size_t messages_enqueued = 0, messages_removed = 0;
   std::size_t queues_declared = 0, queues_deleted = 0, exchanges_declared = 0, exchanges_deleted = 0;
 
-  void exchange_declared(const broker::Exchange&) override { ++exchanges_declared; }
-  void exchange_deleted(const broker::Exchange&) override { ++exchanges_deleted; }
-  void queue_declared(broker::Queue&) override { ++queues_declared; }
-  void queue_deleted(const broker::Queue&) override { ++queues_deleted; }
+  void exchange_declared(std::string_view, const broker::Exchange&) override { ++exchanges_declared; }
+  void exchange_deleted(std::string_view, const broker::Exchange&) override { ++exchanges_deleted; }
+  void queue_declared(std::string_view, broker::Queue&) override { ++queues_declared; }
+  void queue_deleted(std::string_view, const broker::Queue&) override { ++queues_deleted; }
   void message_enqueued(const broker::Queue&, const broker::QueueEntry&) override { ++messages_enqueued; }
   void message_removed(const broker::Queue&, const broker::QueueEntry&) override { ++messages_removed; }
   void after_commit(std::function<void(bool ok)> done) override;
@@ -118,6 +118,8 @@ class FakeHost : public broker::ChannelHost {
   bool writable = true;
   bool cancel_notify = true;
   std::string user_name = "guest";
+  // Everything allowed unless a test assigns a narrower Grant::compile(...) (null: none).
+  std::optional<broker::access::Grant> granted = broker::access::Grant::compile({".*", ".*", ".*"});
   std::uint64_t max_size = 128ull << 20;
   std::vector<broker::QueuePtr> exclusive_queues;  // register_exclusive calls
 
@@ -129,6 +131,7 @@ class FakeHost : public broker::ChannelHost {
   bool can_write() const override { return writable; }
   bool consumer_cancel_notify() const override { return cancel_notify; }
   const std::string& user() const override { return user_name; }
+  const broker::access::Grant* grant() override { return granted ? &*granted : nullptr; }
   std::uint64_t max_message_size() const override { return max_size; }
   void register_exclusive(const broker::QueuePtr& q) override { exclusive_queues.push_back(q); }
 
