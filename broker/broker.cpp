@@ -36,7 +36,9 @@ std::string Broker::open_store(const std::string& dir) {
   store::Status s = store::RocksDbStore::open(opts, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); }, db);
   if (!s.ok()) return s.to_string();
   store_ = std::move(db);
-  auto p = std::make_unique<StorePersistence>(*store_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
+  auto p = std::make_unique<StorePersistence>(
+      *store_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); },
+      PagingLimits{options_.queue_memory_messages, options_.queue_memory_bytes}, [this] { return now_ms(); });
   last_message_id_ = std::max(last_message_id_, p->restore(*vhosts_.at("/")));
   persistence_ = std::move(p);
   spdlog::info("data directory {}", dir);

@@ -25,6 +25,13 @@ class Persistence {
   virtual void message_enqueued(const Queue&, const QueueEntry&) {}
   virtual void message_removed(const Queue&, const QueueEntry&) {}
   virtual void message_delivered(const Queue&, const QueueEntry&) {}
+  // A paging queue's tail (see queue.hpp): reads entries with seq >= from_seq,
+  // messages included; removes those from from_seq on.
+  virtual bool load_tail(const Queue&, std::uint64_t /*from_seq*/, std::size_t /*max*/,
+                         std::vector<QueueEntry>& /*out*/) {
+    return false;
+  }
+  virtual void tail_dropped(const Queue&, std::uint64_t /*from_seq*/) {}
   // x-delayed-message: a message held until due_ms, and its release.
   virtual void delayed_added(const Exchange&, const Message&, std::int64_t /*due_ms*/) {}
   virtual void delayed_removed(const Message&, std::int64_t /*due_ms*/) {}

@@ -375,16 +375,28 @@ PublishOutcome Vhost::publish(const Exchange& x, const MessagePtr& msg) {
   return outcome;
 }
 
+// The queue decides what it stores (persistent messages in a durable queue,
+// and whatever a paging queue writes to its tail): QueueEntry::stored.
 void Vhost::enqueued(Queue& q, const QueueEntry& e) {
-  if (q.durable() && e.msg->persistent()) env_.persistence().message_enqueued(q, e);
+  if (e.stored) env_.persistence().message_enqueued(q, e);
 }
 
 void Vhost::delivered(Queue& q, const QueueEntry& e) {
-  if (q.durable() && e.msg->persistent()) env_.persistence().message_delivered(q, e);
+  if (e.stored) env_.persistence().message_delivered(q, e);
 }
 
 void Vhost::removed(Queue& q, const QueueEntry& e) {
-  if (q.durable() && e.msg->persistent()) env_.persistence().message_removed(q, e);
+  if (e.stored) env_.persistence().message_removed(q, e);
+}
+
+bool Vhost::load_tail(Queue& q, std::uint64_t from_seq, std::size_t max, std::vector<QueueEntry>& out) {
+  return env_.persistence().load_tail(q, from_seq, max, out);
+}
+
+void Vhost::tail_dropped(Queue& q, std::uint64_t from_seq) { env_.persistence().tail_dropped(q, from_seq); }
+
+void Vhost::when_written(Queue& /*q*/, std::function<void(bool ok)> done) {
+  env_.persistence().after_commit(std::move(done));
 }
 
 void Vhost::wake(Queue& q) {

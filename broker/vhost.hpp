@@ -110,6 +110,9 @@ class Vhost : public QueueHooks {
   void removed(Queue& q, const QueueEntry& e) override;
   void enqueued(Queue& q, const QueueEntry& e) override;
   void delivered(Queue& q, const QueueEntry& e) override;
+  bool load_tail(Queue& q, std::uint64_t from_seq, std::size_t max, std::vector<QueueEntry>& out) override;
+  void tail_dropped(Queue& q, std::uint64_t from_seq) override;
+  void when_written(Queue& q, std::function<void(bool ok)> done) override;
 
   // Restores entities from the store at start-up (no checks, no persistence calls).
   ExchangePtr restore_exchange(ExchangePtr x);
