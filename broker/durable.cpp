@@ -281,6 +281,37 @@ void StorePersistence::delayed_removed(const Message& m, std::int64_t due_ms) {
   touched();
 }
 
+void StorePersistence::load_due_delayed(std::int64_t up_to_ms, std::size_t max, std::vector<DueDelayed>& out) {
+  delayed_scratch_.clear();
+  store::Status s = store_.load_due_delayed(static_cast<std::uint64_t>(std::max<std::int64_t>(up_to_ms, 0)), max,
+                                            delayed_scratch_);
+  if (!s.ok()) spdlog::error("cannot read delayed messages from the store: {}", s.to_string());
+  for (const auto& d : delayed_scratch_) {
+    DueDelayed due{static_cast<std::int64_t>(d.due_ms), {}, nullptr, d.id};
+    try {
+      amqp::Reader r(d.blob);
+      due.exchange = std::string(r.shortstr());
+      auto msg = decode_message_record(d.id, r.take(r.remaining()));
+      msg->stored = false;  // its body is in the delayed record, not yet a message record
+      msg->stored_at_ms = 0;
+      due.msg = std::move(msg);
+    } catch (const amqp::DecodeError& err) {
+      spdlog::error("delayed message {} is corrupt ({}); dropped", d.id, err.what());
+    }
+    out.push_back(std::move(due));
+  }
+}
+
+std::optional<std::int64_t> StorePersistence::next_delayed_due() {
+  std::optional<std::uint64_t> due;
+  if (store::Status s = store_.next_delayed_due(due); !s.ok()) {
+    spdlog::error("cannot read delayed messages from the store: {}", s.to_string());
+    return std::nullopt;
+  }
+  if (!due) return std::nullopt;
+  return static_cast<std::int64_t>(*due);
+}
+
 void StorePersistence::after_commit(std::function<void(bool ok)> done) {
   dirty_ = false;
   store_.commit([done = std::move(done)](store::Status s) {
@@ -383,22 +414,12 @@ std::uint64_t StorePersistence::restore(Vhost& vhost) {
     source->bind(Binding{std::move(d), str(t, "routing_key"), table(t, "arguments")});
   }
 
-  std::vector<store::DelayedRecord> delayed;
-  store_.load_due_delayed(UINT64_MAX, SIZE_MAX, delayed);
-  for (const auto& d : delayed) {
-    try {
-      amqp::Reader r(d.blob);
-      std::string exchange(r.shortstr());
-      auto msg = decode_message_record(d.id, r.take(r.remaining()));
-      msg->stored = false;  // its body is in the delayed record, not yet a message record
-      msg->stored_at_ms = 0;
-      if (ExchangePtr x = vhost.find_exchange(exchange)) vhost.restore_delayed(x, msg, static_cast<std::int64_t>(d.due_ms));
-    } catch (const amqp::DecodeError& err) {
-      spdlog::error("delayed message {} is corrupt ({}); skipped", d.id, err.what());
-    }
-  }
-  spdlog::info("restored {} exchange(s), {} queue(s), {} binding(s), {} message(s), {} delayed message(s)",
-               vhost.exchanges().size(), vhost.queues().size(), records.size(), restored_messages, delayed.size());
+  // Delayed messages stay on disk; the vhost reads them when due.
+  const std::optional<std::int64_t> next_due = next_delayed_due();
+  vhost.restore_delayed_due(next_due);
+  spdlog::info("restored {} exchange(s), {} queue(s), {} binding(s), {} message(s); delayed messages {}",
+               vhost.exchanges().size(), vhost.queues().size(), records.size(), restored_messages,
+               next_due ? "on disk" : "none");
   return max_id;
 }
 

@@ -45,6 +45,9 @@ class StorePersistence : public Persistence {
   void tail_dropped(const Queue& q, std::uint64_t from_seq) override;
   void delayed_added(const Exchange& x, const Message& m, std::int64_t due_ms) override;
   void delayed_removed(const Message& m, std::int64_t due_ms) override;
+  bool keeps_delayed() const override { return true; }
+  void load_due_delayed(std::int64_t up_to_ms, std::size_t max, std::vector<DueDelayed>& out) override;
+  std::optional<std::int64_t> next_delayed_due() override;
   void after_commit(std::function<void(bool ok)> done) override;
 
   // Rebuilds the vhost's durable exchanges, queues, bindings, messages and
@@ -72,6 +75,7 @@ class StorePersistence : public Persistence {
   std::vector<store::QueueEntry> page_entries_;
   std::vector<store::MessageId> page_ids_;
   std::vector<std::optional<std::string>> page_blobs_;
+  std::vector<store::DelayedRecord> delayed_scratch_;
 };
 
 // Message record encoding (exchange, routing key, encoded properties, body,

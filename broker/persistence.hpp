@@ -35,6 +35,19 @@ class Persistence {
   // x-delayed-message: a message held until due_ms, and its release.
   virtual void delayed_added(const Exchange&, const Message&, std::int64_t /*due_ms*/) {}
   virtual void delayed_removed(const Message&, std::int64_t /*due_ms*/) {}
+  // Whether delayed_added records can be read back (load_due_delayed): then the
+  // vhost keeps a durable delayed message in memory only until it is written.
+  virtual bool keeps_delayed() const { return false; }
+  struct DueDelayed {
+    std::int64_t due_ms = 0;
+    std::string exchange;
+    MessagePtr msg;  // null: unreadable (logged); its record is removed with delayed_removed
+    std::uint64_t id = 0;
+  };
+  // Up to max delayed records due at or before up_to_ms, in (due, id) order.
+  virtual void load_due_delayed(std::int64_t /*up_to_ms*/, std::size_t /*max*/, std::vector<DueDelayed>& /*out*/) {}
+  // The earliest due time on disk, if any.
+  virtual std::optional<std::int64_t> next_delayed_due() { return std::nullopt; }
   // Runs done(true) once every write issued before this call is durable, or
   // done(false) if writing failed. May run it before returning.
   virtual void after_commit(std::function<void(bool ok)> done) { done(true); }
