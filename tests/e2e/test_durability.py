@@ -17,6 +17,9 @@ Concerns (all pass against the build of commit 0deb33e, 2026-11-26):
 - [x] a data dir RocksDB cannot open: clear error, non-zero exit, no crash
 - [x] x-delivery-limit: the delivery count survives restarts, redeliveries carry
       x-delivery-count, and the message is dead-lettered with reason delivery_limit
+- [x] paging (a 16-message window): a 10,000-message backlog with transient ones mixed in is
+      counted whole, survives a restart midway through the drain in order, unacked ones
+      redelivered, transient ones gone
 
 All minibroker_only: they run minibroker binaries of their own on one data dir.
 Set MB_E2E_SEED to replay the random kill moments of test_crash_loses_no_confirmed_message
