@@ -40,7 +40,9 @@ std::string Broker::open_store(const std::string& dir) {
   access_ = access::AccessControl(store_.get());
   s = access_.load();
   if (!s.ok()) return s.to_string();
-  auto p = std::make_unique<StorePersistence>(*store_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
+  auto p = std::make_unique<StorePersistence>(
+      *store_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); },
+      PagingLimits{options_.queue_memory_messages, options_.queue_memory_bytes}, [this] { return now_ms(); });
   vhosts_.clear();
   for (const auto& name : access_.vhosts()) {
     auto vh = std::make_unique<Vhost>(name, *this);

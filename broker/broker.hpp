@@ -39,6 +39,8 @@ class Broker : public VhostEnv {
 
   asio::io_context& io() { return io_; }
   const Options& options() const { return options_; }
+  // The store is behind: publishers stop being read (Connection::read).
+  bool store_backlogged() const { return store_ && store_->pending_bytes() >= kStoreBacklogHighWater; }
   Vhost* find_vhost(std::string_view name);
   // Checks a login; returns the refusal text (for the log) or empty when
   // accepted. access().find_user() then gives the user's tags.

@@ -70,6 +70,7 @@ Connection::Connection(Broker& broker, asio::ip::tcp::socket socket, std::uint64
     : broker_(broker),
       socket_(std::move(socket)),
       timer_(broker.io()),
+      store_wait_(broker.io()),
       id_(id),
       rbuf_(kReadBufferInitial),
       channel_max_(broker.options().channel_max),
@@ -107,6 +108,15 @@ void Connection::read() {
   if (reading_ || state_ == State::kClosed) return;
   if (!can_write()) {
     read_paused_ = true;  // the peer is not reading what we send: stop reading what it sends
+    return;
+  }
+  if (publisher_ && broker_.store_backlogged()) {
+    // Flow control: the disk is behind what publishers send. Consumers (and
+    // their acks) are still read; this publisher waits until the store catches up.
+    store_wait_.expires_after(std::chrono::milliseconds(kStoreBackoffMs));
+    store_wait_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+      if (!ec) self->read();
+    });
     return;
   }
   // The buffer starts small and grows while reads fill it (up to
@@ -273,6 +283,7 @@ void Connection::handle_channel_frame(const amqp::Frame& f) {
     }
     try {
       if (f.type == amqp::FrameType::kHeader) {
+        publisher_ = true;
         ch->handle_header(f.payload);
       } else {
         ch->handle_body(f.payload);
@@ -581,6 +592,7 @@ void Connection::teardown(std::string_view why) {
   spdlog::debug("connection {} ({}) closed: {}", id_, peer_, why);
   asio::error_code ignored;
   timer_.cancel();
+  store_wait_.cancel();
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   auto channels = std::move(channels_);

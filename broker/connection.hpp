@@ -82,6 +82,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   Broker& broker_;  // HELD NOT OWNED
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;
+  asio::steady_timer store_wait_;  // a publisher paused while the store catches up
   std::uint64_t id_;
   std::string peer_;
   bool loopback_ = false;
@@ -92,6 +93,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   std::size_t frame_need_ = 0;  // bytes the partial frame at rstart_ needs in all (0: unknown)
   bool reading_ = false;
   bool read_paused_ = false;
+  bool publisher_ = false;  // has sent content (basic.publish): paused while the store is behind
 
   std::string out_;      // filled this turn
   std::string writing_;  // in flight

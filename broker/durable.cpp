@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <unordered_map>
 
 #include "broker/vhost.hpp"
@@ -95,14 +96,15 @@ std::string binding_key(std::string_view vhost, const Exchange& source, const Bi
 
 }  // namespace
 
-std::string encode_message_record(const Message& m) {
+std::string encode_message_record(const Message& m, std::int64_t stored_at_ms) {
   std::string out;
-  out.reserve(m.body.size() + m.properties.size() + m.exchange.size() + m.routing_key.size() + 16);
+  out.reserve(m.body.size() + m.properties.size() + m.exchange.size() + m.routing_key.size() + 24);
   amqp::Writer w(out);
   w.shortstr(m.exchange);
   w.shortstr(m.routing_key);
   w.longstr(m.properties);
   w.longstr(m.body);
+  w.u64(static_cast<std::uint64_t>(stored_at_ms));
   return out;
 }
 
@@ -114,6 +116,7 @@ std::shared_ptr<Message> decode_message_record(std::uint64_t id, std::string_vie
   m->routing_key = r.shortstr();
   m->properties = r.longstr();
   m->body = r.longstr();
+  if (r.remaining() >= 8) m->stored_at_ms = static_cast<std::int64_t>(r.u64());
   const amqp::PropertiesSummary s = amqp::summarize_properties(m->properties);
   m->delivery_mode = s.delivery_mode;
   m->priority = s.priority;
@@ -122,8 +125,17 @@ std::shared_ptr<Message> decode_message_record(std::uint64_t id, std::string_vie
   return m;
 }
 
-StorePersistence::StorePersistence(store::Store& store, std::function<void(std::function<void()>)> post)
-    : store_(store), post_(std::move(post)) {}
+StorePersistence::StorePersistence(store::Store& store, std::function<void(std::function<void()>)> post,
+                                   std::optional<PagingLimits> paging, std::function<std::int64_t()> now_ms)
+    : store_(store), post_(std::move(post)), paging_(paging), now_ms_(std::move(now_ms)) {
+  if (!now_ms_) {
+    now_ms_ = [] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+  }
+}
 
 void StorePersistence::touched() {
   dirty_ = true;
@@ -160,6 +172,7 @@ void StorePersistence::exchange_deleted(std::string_view vhost, const Exchange& 
 
 void StorePersistence::queue_declared(std::string_view vhost, Queue& q) {
   q.store_id = next_queue_id_++;
+  if (pages(q)) q.enable_paging(*paging_);
   FieldTable t;
   t.set("id", static_cast<std::int64_t>(q.store_id));
   t.set("name", q.name());
@@ -196,7 +209,7 @@ void StorePersistence::message_enqueued(const Queue& q, const QueueEntry& e) {
   if (e.msg->stored) {
     store_.enqueue(q.store_id, e.seq, e.msg->id, std::nullopt);
   } else {
-    const std::string blob = encode_message_record(*e.msg);
+    const std::string blob = encode_message_record(*e.msg, now_ms_());
     store_.enqueue(q.store_id, e.seq, e.msg->id, blob);
     e.msg->stored = true;
   }
@@ -215,6 +228,74 @@ void StorePersistence::message_delivered(const Queue& q, const QueueEntry& e) {
   touched();
 }
 
+store::Status StorePersistence::read_entries(const Queue& q, std::uint64_t from_seq, std::size_t max,
+                                            std::vector<QueueEntry>& out) {
+  page_entries_.clear();
+  store::Status s = store_.load_entries(q.store_id, from_seq, max, page_entries_);
+  if (!s.ok() || page_entries_.empty()) return s;
+  page_ids_.clear();
+  for (const auto& e : page_entries_) page_ids_.push_back(e.message_id);
+  s = store_.load_messages(page_ids_, page_blobs_);
+  if (!s.ok()) return s;
+  for (std::size_t i = 0; i < page_entries_.size(); ++i) {
+    const store::QueueEntry& se = page_entries_[i];
+    QueueEntry e{se.seq, nullptr, 0, se.delivery_count, se.delivery_count > 0, true};
+    if (page_blobs_[i]) {
+      try {
+        e.msg = decode_message_record(se.message_id, *page_blobs_[i]);
+      } catch (const amqp::DecodeError& err) {
+        spdlog::error("queue '{}': message {} is corrupt ({}); dropped", q.name(), se.message_id, err.what());
+      }
+    } else {
+      spdlog::error("queue '{}': message {} is missing from the store; dropped", q.name(), se.message_id);
+    }
+    if (!e.msg) {
+      store_.remove_entry(q.store_id, se.seq, se.message_id);
+      touched();
+    }
+    out.push_back(std::move(e));
+  }
+  return s;
+}
+
+bool StorePersistence::load_tail(const Queue& q, std::uint64_t from_seq, std::size_t max,
+                                 std::vector<QueueEntry>& out) {
+  if (q.store_id == 0) return false;
+  store::Status s = read_entries(q, from_seq, max, out);
+  if (!s.ok()) spdlog::error("queue '{}': cannot read from the store: {}", q.name(), s.to_string());
+  return s.ok();
+}
+
+void StorePersistence::tail_dropped(const Queue& q, std::uint64_t from_seq) {
+  if (q.store_id == 0) return;
+  store_.remove_entries_from(q.store_id, from_seq);
+  touched();
+}
+
+std::uint64_t StorePersistence::stored_bytes(std::uint64_t queue_id, std::uint64_t from_seq) {
+  std::uint64_t bytes = 0;
+  for (;;) {
+    page_entries_.clear();
+    if (!store_.load_entries(queue_id, from_seq, kRestoreBatch, page_entries_).ok() || page_entries_.empty()) break;
+    page_ids_.clear();
+    for (const auto& e : page_entries_) page_ids_.push_back(e.message_id);
+    if (!store_.load_messages(page_ids_, page_blobs_).ok()) break;
+    for (const auto& blob : page_blobs_) {
+      if (!blob) continue;
+      try {
+        amqp::Reader r(*blob);
+        r.shortstr();
+        r.shortstr();
+        r.longstr();
+        bytes += r.longstr().size();
+      } catch (const amqp::DecodeError&) {
+      }
+    }
+    from_seq = page_entries_.back().seq + 1;
+  }
+  return bytes;
+}
+
 void StorePersistence::delayed_added(std::string_view vhost, const Exchange& x, const Message& m, std::int64_t due_ms) {
   std::string blob;
   amqp::Writer w(blob);
@@ -223,7 +304,7 @@ void StorePersistence::delayed_added(std::string_view vhost, const Exchange& x, 
     w.longstr(vhost);
   }
   w.shortstr(x.name());
-  w.raw(encode_message_record(m));
+  w.raw(encode_message_record(m, now_ms_()));
   store_.put_delayed(static_cast<std::uint64_t>(due_ms), m.id, blob);
   touched();
 }
@@ -231,6 +312,39 @@ void StorePersistence::delayed_added(std::string_view vhost, const Exchange& x, 
 void StorePersistence::delayed_removed(const Message& m, std::int64_t due_ms) {
   store_.remove_delayed(static_cast<std::uint64_t>(due_ms), m.id);
   touched();
+}
+
+void StorePersistence::load_due_delayed(std::int64_t up_to_ms, std::size_t max, std::vector<DueDelayed>& out) {
+  delayed_scratch_.clear();
+  store::Status s = store_.load_due_delayed(static_cast<std::uint64_t>(std::max<std::int64_t>(up_to_ms, 0)), max,
+                                            delayed_scratch_);
+  if (!s.ok()) spdlog::error("cannot read delayed messages from the store: {}", s.to_string());
+  for (const auto& d : delayed_scratch_) {
+    DueDelayed due{static_cast<std::int64_t>(d.due_ms), std::string(kDefaultVhost), {}, nullptr, d.id};
+    try {
+      amqp::Reader r(d.blob);
+      DelayedHeader h = read_delayed_header(r);
+      due.vhost = std::move(h.vhost);
+      due.exchange = std::move(h.exchange);
+      auto msg = decode_message_record(d.id, r.take(r.remaining()));
+      msg->stored = false;  // its body is in the delayed record, not yet a message record
+      msg->stored_at_ms = 0;
+      due.msg = std::move(msg);
+    } catch (const amqp::DecodeError& err) {
+      spdlog::error("delayed message {} is corrupt ({}); dropped", d.id, err.what());
+    }
+    out.push_back(std::move(due));
+  }
+}
+
+std::optional<std::int64_t> StorePersistence::next_delayed_due() {
+  std::optional<std::uint64_t> due;
+  if (store::Status s = store_.next_delayed_due(due); !s.ok()) {
+    spdlog::error("cannot read delayed messages from the store: {}", s.to_string());
+    return std::nullopt;
+  }
+  if (!due) return std::nullopt;
+  return static_cast<std::int64_t>(*due);
 }
 
 void StorePersistence::after_commit(std::function<void(bool ok)> done) {
@@ -275,32 +389,50 @@ std::uint64_t StorePersistence::restore(Vhost& vhost) {
     auto q = std::make_shared<Queue>(str(t, "name"), true, false, flag(t, "auto_delete"), args, std::move(parsed), 0,
                                      &vhost);
     q->store_id = id;
-    std::vector<store::QueueEntry> entries;
-    std::vector<store::MessageId> ids;
-    std::vector<std::optional<std::string>> blobs;
+    // A paging queue loads its head window; the rest stays on disk.
+    const bool paged = pages(*q);
+    if (paged) q->enable_paging(*paging_);
+    const std::size_t max_messages = paged ? paging_->messages : SIZE_MAX;
+    const std::uint64_t max_bytes = paged ? paging_->bytes : UINT64_MAX;
+    std::size_t read = 0, kept = 0;
+    std::uint64_t kept_bytes = 0;
     store::Seq from = 0;
-    for (;;) {
+    std::vector<QueueEntry> entries;
+    while (read < max_messages && kept_bytes < max_bytes) {
       entries.clear();
-      if (!store_.load_entries(id, from, kRestoreBatch, entries).ok() || entries.empty()) break;
-      ids.clear();
-      for (const auto& e : entries) ids.push_back(e.message_id);
-      store_.load_messages(ids, blobs);
-      for (std::size_t i = 0; i < entries.size(); ++i) {
-        MessagePtr& msg = shared[entries[i].message_id];
-        if (!msg) {
-          if (!blobs[i]) continue;
-          try {
-            msg = decode_message_record(entries[i].message_id, *blobs[i]);
-          } catch (const amqp::DecodeError& err) {
-            spdlog::error("queue '{}': message {} is corrupt ({}); skipped", q->name(), entries[i].message_id,
-                          err.what());
-            continue;
-          }
+      store::Status s = read_entries(*q, from, std::min(kRestoreBatch, max_messages - read), entries);
+      if (!s.ok()) spdlog::error("queue '{}': cannot read from the store: {}", q->name(), s.to_string());
+      if (entries.empty()) break;
+      for (QueueEntry& e : entries) {
+        ++read;
+        from = e.seq + 1;
+        if (!e.msg) continue;  // unreadable: logged and removed
+        if (!e.msg->persistent()) {  // paged to disk before the restart: lost, as in RabbitMQ
+          store_.remove_entry(id, e.seq, e.msg->id);
+          touched();
+          continue;
         }
-        q->restore(QueueEntry{entries[i].seq, msg, 0, entries[i].delivery_count, false});
-        ++restored_messages;
+        // A message in several queues stays one object.
+        MessagePtr& msg = shared[e.msg->id];
+        if (!msg) msg = std::move(e.msg);
+        kept_bytes += msg->body_size();
+        ++kept;
+        q->restore(QueueEntry{e.seq, msg, 0, e.delivery_count, false, true});
+        if (read >= max_messages || kept_bytes >= max_bytes) break;
       }
-      from = entries.back().seq + 1;
+    }
+    restored_messages += kept;
+    if (auto summary = store_.recovery_info().queues.find(id);
+        paged && summary != store_.recovery_info().queues.end() && summary->second.entries > read &&
+        summary->second.last_seq >= from) {
+      const std::size_t rest = summary->second.entries - read;
+      // Exact bytes matter only for x-max-length-bytes (a scan of the tail);
+      // otherwise the window's average stands in until the tail is read.
+      const std::uint64_t bytes = q->args().max_length_bytes ? stored_bytes(id, from)
+                                  : kept > 0                 ? kept_bytes / kept * rest
+                                                             : 0;
+      q->restore_tail(rest, bytes, from, summary->second.last_seq);
+      restored_messages += rest;
     }
     vhost.restore_queue(std::move(q));
   }
@@ -324,26 +456,12 @@ std::uint64_t StorePersistence::restore(Vhost& vhost) {
     ++restored_bindings;
   }
 
-  std::vector<store::DelayedRecord> delayed;
-  store_.load_due_delayed(UINT64_MAX, SIZE_MAX, delayed);
-  std::size_t restored_delayed = 0;
-  for (const auto& d : delayed) {
-    try {
-      amqp::Reader r(d.blob);
-      DelayedHeader h = read_delayed_header(r);
-      if (h.vhost != vhost.name()) continue;
-      auto msg = decode_message_record(d.id, r.take(r.remaining()));
-      if (ExchangePtr x = vhost.find_exchange(h.exchange)) {
-        vhost.restore_delayed(x, msg, static_cast<std::int64_t>(d.due_ms));
-        ++restored_delayed;
-      }
-    } catch (const amqp::DecodeError& err) {
-      spdlog::error("delayed message {} is corrupt ({}); skipped", d.id, err.what());
-    }
-  }
-  spdlog::info("vhost '{}': restored {} exchange(s), {} queue(s), {} binding(s), {} message(s), {} delayed message(s)",
+  // Delayed messages stay on disk; the vhost reads them when due.
+  const std::optional<std::int64_t> next_due = next_delayed_due();
+  vhost.restore_delayed_due(next_due);
+  spdlog::info("vhost '{}': restored {} exchange(s), {} queue(s), {} binding(s), {} message(s); delayed messages {}",
                vhost.name(), vhost.exchanges().size(), vhost.queues().size(), restored_bindings, restored_messages,
-               restored_delayed);
+               next_due ? "on disk" : "none");
   return max_id;
 }
 

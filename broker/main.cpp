@@ -35,6 +35,13 @@ int main(int argc, char** argv) {
   app.add_option("--frame-max", o.frame_max, "largest frame accepted, bytes")->capture_default_str();
   app.add_option("--channel-max", o.channel_max, "channels per connection")->capture_default_str();
   app.add_option("--max-message-size", o.max_message_size, "largest message body, bytes")->capture_default_str();
+  app.add_option("--queue-memory-messages", o.queue_memory_messages,
+                 "ready messages a durable queue keeps in memory (the rest stays on disk)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--queue-memory-bytes", o.queue_memory_bytes, "body bytes a durable queue keeps in memory")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   mb::broker::ctl::Ctl ctl(app);
   CLI11_PARSE(app, argc, argv);
   if (ctl.selected()) return ctl.run();

@@ -26,6 +26,9 @@ struct Message {
   // Set by the durable store once the body is written, so a message routed to
   // several durable queues is stored once. Mutable: bookkeeping, not content.
   mutable bool stored = false;
+  // When the store first wrote it (ms since the epoch; 0: not read back from
+  // the store). A message read back from disk gets its TTL from this time.
+  std::int64_t stored_at_ms = 0;
 
   bool persistent() const { return delivery_mode == 2; }
   std::size_t body_size() const { return body.size(); }

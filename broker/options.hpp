@@ -17,6 +17,19 @@ inline constexpr int kHandshakeTimeoutSeconds = 10;           // RabbitMQ's hand
 inline constexpr std::size_t kOutboundHighWater = 4u << 20;   // hold deliveries above this many queued bytes
 inline constexpr std::size_t kReadBufferInitial = 4u << 10;   // an idle connection costs little memory
 inline constexpr std::size_t kReadBufferMax = 256u << 10;      // a busy one grows to this (>= 2 frames)
+// Ready messages a durable queue keeps in memory; the rest of a backlog stays on
+// disk. It refills from disk in batches of half of it: large enough that one
+// store read serves many deliveries, small enough that a read is a few ms and
+// a thousand queues' windows stay well within the 256 MiB target.
+inline constexpr std::size_t kDefaultQueueMemoryMessages = 2048;
+inline constexpr std::uint64_t kDefaultQueueMemoryBytes = 4u << 20;  // body bytes; bounds big messages
+// Publishers' reads pause while the store has this much submitted but not yet
+// written. A paging queue holds its unwritten tail in memory too, so memory for
+// a backlog is about twice this; 16 MiB is still hundreds of 1 KiB messages per
+// fsync (measured: fill speed is the same as with 64 MiB). Without it,
+// publishers without confirms outrun the disk and that tail grows unbounded.
+inline constexpr std::uint64_t kStoreBacklogHighWater = 16u << 20;
+inline constexpr int kStoreBackoffMs = 5;  // how soon a paused publisher checks again
 
 struct Options {
   std::uint16_t port = kDefaultPort;
@@ -27,6 +40,8 @@ struct Options {
   std::uint32_t frame_max = kDefaultFrameMax;
   std::uint16_t heartbeat = kDefaultHeartbeat;
   std::uint64_t max_message_size = kDefaultMaxMessageSize;
+  std::size_t queue_memory_messages = kDefaultQueueMemoryMessages;
+  std::uint64_t queue_memory_bytes = kDefaultQueueMemoryBytes;
 };
 
 }  // namespace mb::broker

@@ -6,10 +6,23 @@
 // ordered by sequence number, so a requeued message goes back to its original
 // place. Expiry follows RabbitMQ: expired messages are dropped when they reach
 // the head of the queue.
+//
+// Paging (durable queues over a store, see enable_paging): the queue keeps at
+// most a window of ready messages in memory. Past it, messages routed to the
+// queue are written to the store only; the queue keeps their count, bytes and
+// the seq where they start (cursor_), and reads them back in batches, in seq
+// order, when the head runs below half the window. Every entry at or after
+// cursor_ is in that on-disk tail, every other one is in memory or delivered.
+// A tail entry whose store write is not yet known durable is also held in
+// memory (held_) until its commit completes, because the store's reads see
+// only completed writes; memory for those is bounded by the store's pending
+// bytes (publishers are blocked above that). Priority queues do not page:
+// their levels would each need a tail, and they are meant to be short.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +42,13 @@ struct QueueEntry {
   std::int64_t expires_at = 0;  // ms since the epoch; 0 = never
   std::uint32_t delivery_count = 0;
   bool redelivered = false;
+  bool stored = false;  // this queue's entry is in the store (remove it there when it leaves)
+};
+
+// How much of a paging queue's ready messages stays in memory.
+struct PagingLimits {
+  std::size_t messages = 0;
+  std::uint64_t bytes = 0;  // body bytes
 };
 
 enum class Overflow { kDropHead, kRejectPublish, kRejectPublishDlx };
@@ -84,6 +104,19 @@ class QueueHooks {
   virtual void removed(Queue& q, const QueueEntry& e) = 0;  // entry left the queue for good
   virtual void enqueued(Queue& q, const QueueEntry& e) = 0;  // entry joined the queue
   virtual void delivered(Queue& q, const QueueEntry& e) = 0;  // delivery count went up
+
+  // Paging (only for queues with enable_paging). Appends up to max entries of
+  // the queue's stored tail with seq >= from_seq, in seq order, with their
+  // messages; an entry whose message cannot be read has msg null (the store
+  // side has logged and removed it). False on a read error.
+  virtual bool load_tail(Queue& /*q*/, std::uint64_t /*from_seq*/, std::size_t /*max*/,
+                         std::vector<QueueEntry>& /*out*/) {
+    return false;
+  }
+  // Removes every stored entry of the queue with seq >= from_seq (purge).
+  virtual void tail_dropped(Queue& /*q*/, std::uint64_t /*from_seq*/) {}
+  // Runs done(ok) once every store write issued so far is durable (or failed).
+  virtual void when_written(Queue& /*q*/, std::function<void(bool ok)> done) { done(true); }
 };
 
 class Queue : public std::enable_shared_from_this<Queue> {
@@ -142,6 +175,16 @@ class Queue : public std::enable_shared_from_this<Queue> {
 
   // Appends an entry recovered from the store (no hooks, no limits).
   void restore(QueueEntry e);
+  // After restore(): the rest of the stored queue, left on disk (paging only):
+  // `count` entries with seqs in [from_seq, last_seq], about `bytes` body bytes.
+  void restore_tail(std::size_t count, std::uint64_t bytes, std::uint64_t from_seq, std::uint64_t last_seq);
+
+  // Keeps at most `limits` of ready messages in memory; the rest stays in the
+  // store (see the file comment). Call before the queue holds messages.
+  void enable_paging(PagingLimits limits);
+  bool paging() const { return paging_.has_value(); }
+  std::size_t paged_out_count() const { return tail_count_; }
+  std::size_t in_memory_count() const { return ready_count_ - tail_count_; }
 
   // Counters for the management API.
   std::uint64_t published = 0, delivered = 0, acked = 0;
@@ -154,6 +197,11 @@ class Queue : public std::enable_shared_from_this<Queue> {
   void enforce_limits(std::int64_t now_ms);
   bool over_limit(std::size_t extra_count, std::uint64_t extra_bytes) const;
   std::int64_t expiry_for(const Message& m, std::int64_t now_ms) const;
+  // Paging.
+  bool goes_to_tail(std::uint64_t body_size) const;
+  void page_in();
+  void request_written();
+  void written(std::uint64_t up_to_seq, bool ok);
 
   std::string name_;
   bool durable_;
@@ -169,6 +217,20 @@ class Queue : public std::enable_shared_from_this<Queue> {
   std::uint64_t ready_bytes_ = 0;
   std::size_t unacked_count_ = 0;
   std::uint64_t next_seq_ = 1;
+
+  // Paging state; see the file comment.
+  std::optional<PagingLimits> paging_;
+  std::uint64_t memory_bytes_ = 0;  // body bytes of the ready messages in memory (levels_)
+  std::size_t tail_count_ = 0;      // ready messages in the on-disk tail (included in ready_count_)
+  std::uint64_t tail_bytes_ = 0;    // their body bytes (estimated after a restart, see restore_tail)
+  std::uint64_t cursor_ = 1;        // first seq of the tail
+  // Entries at or below this seq come from an earlier run: a transient one
+  // read back from the tail is dropped (RabbitMQ loses transient messages on restart).
+  std::uint64_t run_start_seq_ = 1;
+  std::deque<QueueEntry> held_;     // tail entries whose write is not yet known durable, in seq order
+  std::uint64_t failed_up_to_seq_ = 0;  // held_ entries up to here failed to write: kept for good
+  bool written_pending_ = false;    // a when_written request is out
+  std::vector<QueueEntry> page_scratch_;
 
   std::vector<Consumer*> consumers_;  // sorted by priority, highest first (registration order within)
   std::size_t rr_ = 0;

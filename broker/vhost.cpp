@@ -376,16 +376,28 @@ PublishOutcome Vhost::publish(const Exchange& x, const MessagePtr& msg) {
   return outcome;
 }
 
+// The queue decides what it stores (persistent messages in a durable queue,
+// and whatever a paging queue writes to its tail): QueueEntry::stored.
 void Vhost::enqueued(Queue& q, const QueueEntry& e) {
-  if (q.durable() && e.msg->persistent()) env_.persistence().message_enqueued(q, e);
+  if (e.stored) env_.persistence().message_enqueued(q, e);
 }
 
 void Vhost::delivered(Queue& q, const QueueEntry& e) {
-  if (q.durable() && e.msg->persistent()) env_.persistence().message_delivered(q, e);
+  if (e.stored) env_.persistence().message_delivered(q, e);
 }
 
 void Vhost::removed(Queue& q, const QueueEntry& e) {
-  if (q.durable() && e.msg->persistent()) env_.persistence().message_removed(q, e);
+  if (e.stored) env_.persistence().message_removed(q, e);
+}
+
+bool Vhost::load_tail(Queue& q, std::uint64_t from_seq, std::size_t max, std::vector<QueueEntry>& out) {
+  return env_.persistence().load_tail(q, from_seq, max, out);
+}
+
+void Vhost::tail_dropped(Queue& q, std::uint64_t from_seq) { env_.persistence().tail_dropped(q, from_seq); }
+
+void Vhost::when_written(Queue& /*q*/, std::function<void(bool ok)> done) {
+  env_.persistence().after_commit(std::move(done));
 }
 
 void Vhost::wake(Queue& q) {
@@ -482,19 +494,75 @@ void Vhost::dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) {
   }
 }
 
+namespace {
+// Delayed records read from disk per store read, and reads per tick at most:
+// a million messages due at once are routed over several ticks, not in one
+// long turn of the loop.
+constexpr std::size_t kDelayedReadBatch = 1024;
+constexpr int kDelayedReadsPerTick = 8;
+}  // namespace
+
 void Vhost::delay(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms) {
-  if (x->durable() && msg->persistent()) env_.persistence().delayed_added(name_, *x, *msg, due_ms);
-  delayed_.emplace(due_ms, Delayed{x->name(), msg});
+  const bool durable = x->durable() && msg->persistent();
+  if (durable) env_.persistence().delayed_added(name_, *x, *msg, due_ms);
+  delayed_.emplace(due_ms, Delayed{x->name(), msg, durable});
+  if (durable && env_.persistence().keeps_delayed()) {
+    // Until written, a read of the store may not see it: it stays here till then.
+    env_.persistence().after_commit([this, alive = std::weak_ptr<int>(alive_), due_ms, id = msg->id](bool ok) {
+      if (ok && !alive.expired()) release_delayed(due_ms, id);
+    });
+  }
+}
+
+// A durable delayed message is written: unless it is due at or before what
+// was already routed from disk (then it is routed from memory), it leaves memory.
+void Vhost::release_delayed(std::int64_t due_ms, std::uint64_t id) {
+  if (std::pair(due_ms, id) <= disk_cursor_) return;
+  auto [first, last] = delayed_.equal_range(due_ms);
+  for (auto it = first; it != last; ++it) {
+    if (it->second.durable && it->second.msg->id == id) {
+      delayed_.erase(it);
+      if (!disk_due_ || due_ms < *disk_due_) disk_due_ = due_ms;
+      return;
+    }
+  }
+}
+
+void Vhost::route_due_from_disk(std::int64_t now_ms) {
+  bool refresh = false;
+  for (int reads = 0; disk_due_ && *disk_due_ <= now_ms && reads < kDelayedReadsPerTick; ++reads) {
+    due_scratch_.clear();
+    env_.persistence().load_due_delayed(now_ms, kDelayedReadBatch, due_scratch_);
+    bool progressed = false;
+    for (auto& d : due_scratch_) {
+      // The store holds every vhost's delayed messages; an unreadable one is the default vhost's to drop.
+      if (d.vhost != name_) continue;
+      if (std::pair(d.due_ms, d.id) <= disk_cursor_) continue;  // routed; its removal is not written yet
+      disk_cursor_ = {d.due_ms, d.id};
+      progressed = true;
+      if (!d.msg) {  // unreadable (logged): drop its record
+        Message gone;
+        gone.id = d.id;
+        env_.persistence().delayed_removed(gone, d.due_ms);
+        continue;
+      }
+      env_.persistence().delayed_removed(*d.msg, d.due_ms);
+      if (ExchangePtr x = find_exchange(d.exchange)) publish(*x, d.msg);  // exchange deleted: dropped
+    }
+    refresh = true;
+    if (!progressed || due_scratch_.size() < kDelayedReadBatch) break;
+  }
+  if (refresh) disk_due_ = env_.persistence().next_delayed_due();
 }
 
 void Vhost::tick(std::int64_t now_ms) {
   while (!delayed_.empty() && delayed_.begin()->first <= now_ms) {
     auto node = delayed_.extract(delayed_.begin());
     Delayed& d = node.mapped();
-    ExchangePtr x = find_exchange(d.exchange);
-    if (x && x->durable() && d.msg->persistent()) env_.persistence().delayed_removed(*d.msg, node.key());
-    if (x) publish(*x, d.msg);  // an exchange deleted meanwhile drops its delayed messages
+    if (d.durable) env_.persistence().delayed_removed(*d.msg, node.key());
+    if (ExchangePtr x = find_exchange(d.exchange)) publish(*x, d.msg);  // exchange deleted: dropped
   }
+  route_due_from_disk(now_ms);
   std::vector<QueuePtr> expired;
   for (auto& [_, q] : queues_) {
     q->expire(now_ms);

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -94,12 +96,14 @@ class Vhost : public QueueHooks {
   // The queues a message would reach (for tests and the management API).
   void route(const Exchange& x, const Message& msg, std::vector<Queue*>& out) const;
 
-  // x-delayed-message: holds msg until due_ms, then routes it through x.
+  // x-delayed-message: holds msg until due_ms, then routes it through x. A
+  // durable one (persistent, durable exchange) is written to the store and,
+  // once written, kept on disk only: the vhost remembers the earliest due time
+  // and reads due records back in batches (persistence().load_due_delayed).
   void delay(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms);
-  void restore_delayed(const ExchangePtr& x, const MessagePtr& msg, std::int64_t due_ms) {
-    delayed_.emplace(due_ms, Delayed{x->name(), msg});
-  }
-  std::size_t delayed_count() const { return delayed_.size(); }
+  // At start-up: the earliest due time among the delayed messages on disk.
+  void restore_delayed_due(std::optional<std::int64_t> due_ms) { disk_due_ = due_ms; }
+  std::size_t delayed_in_memory() const { return delayed_.size(); }
 
   // Housekeeping run by the broker's timer: expiry at queue heads, x-expires.
   void tick(std::int64_t now_ms);
@@ -113,6 +117,9 @@ class Vhost : public QueueHooks {
   void removed(Queue& q, const QueueEntry& e) override;
   void enqueued(Queue& q, const QueueEntry& e) override;
   void delivered(Queue& q, const QueueEntry& e) override;
+  bool load_tail(Queue& q, std::uint64_t from_seq, std::size_t max, std::vector<QueueEntry>& out) override;
+  void tail_dropped(Queue& q, std::uint64_t from_seq) override;
+  void when_written(Queue& q, std::function<void(bool ok)> done) override;
 
   // Restores entities from the store at start-up (no checks, no persistence calls).
   ExchangePtr restore_exchange(ExchangePtr x);
@@ -146,11 +153,24 @@ class Vhost : public QueueHooks {
   mutable std::vector<const Destination*> route_scratch_;
   mutable std::vector<const Exchange*> visited_scratch_;
   std::vector<Queue*> publish_scratch_;
+  void release_delayed(std::int64_t due_ms, std::uint64_t id);
+  void route_due_from_disk(std::int64_t now_ms);
+
   struct Delayed {
     std::string exchange;
     MessagePtr msg;
+    bool durable = false;  // written to the store (remove it there when routed)
   };
+  // In memory: non-durable delayed messages, and durable ones until written.
   std::multimap<std::int64_t, Delayed> delayed_;  // by due time
+  // On disk: the earliest due time (nullopt: none), and the last (due, id)
+  // routed from disk; records up to it are being removed and are skipped when
+  // read again before that removal is written.
+  std::optional<std::int64_t> disk_due_;
+  std::pair<std::int64_t, std::uint64_t> disk_cursor_{std::numeric_limits<std::int64_t>::min(), 0};
+  std::vector<Persistence::DueDelayed> due_scratch_;
+  // Store callbacks hold a weak reference: a vhost gone meanwhile is skipped.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 
 }  // namespace mb::broker

@@ -91,6 +91,16 @@ void MemoryStore::purge_queue(QueueId queue, std::vector<Seq> keep) {
   ++ops_since_flush_;
 }
 
+void MemoryStore::remove_entries_from(QueueId queue, Seq first_seq) {
+  if (closed_) return;
+  auto it = data_->entries.lower_bound({queue, first_seq});
+  while (it != data_->entries.end() && it->first.first == queue) {
+    unref(it->second.message_id);
+    it = data_->entries.erase(it);
+  }
+  ++ops_since_flush_;
+}
+
 void MemoryStore::delete_queue(QueueId queue) { purge_queue(queue, {}); }
 
 void MemoryStore::put_delayed(std::uint64_t due_ms, DelayedId id, std::string_view blob) {

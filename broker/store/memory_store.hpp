@@ -56,6 +56,7 @@ class MemoryStore final : public Store {
   void update_delivery_count(QueueId queue, Seq seq, MessageId message,
                              std::uint32_t delivery_count) override;
   void purge_queue(QueueId queue, std::vector<Seq> keep) override;
+  void remove_entries_from(QueueId queue, Seq first_seq) override;
   void delete_queue(QueueId queue) override;
   void put_delayed(std::uint64_t due_ms, DelayedId id, std::string_view blob) override;
   void remove_delayed(std::uint64_t due_ms, DelayedId id) override;

@@ -29,7 +29,7 @@ class Round {
  private:
   using Op = RocksDbStore::Op;
   Status apply(Op& op);
-  Status purge(QueueId queue, const std::vector<Seq>& keep);
+  Status purge(QueueId queue, Seq first, const std::vector<Seq>& keep);
   Status write(bool sync);
 
   RocksDbStore::Impl& impl_;
@@ -189,7 +189,7 @@ Status Round::apply(Op& op) {
       batch_.Put(impl_.entries, keys::pair_key(op.a, op.b), keys::entry_value(op.c, op.count));
       break;
     case Op::Kind::kPurgeQueue:
-      return purge(op.a, op.keep);
+      return purge(op.a, op.b, op.keep);  // op.b: first seq (0: whole queue)
     case Op::Kind::kPutDelayed:
       batch_.Put(impl_.delayed, keys::pair_key(op.a, op.b), op.blob);
       if (op.b > impl_.hw_delayed) {
@@ -225,12 +225,12 @@ void Round::flush_removed_run() {
   run_ = {};
 }
 
-Status Round::purge(QueueId queue, const std::vector<Seq>& keep) {
+Status Round::purge(QueueId queue, Seq first, const std::vector<Seq>& keep) {
   if (batch_.Count() > 0) {
     Status s = write(false);
     if (!s.ok()) return s;
   }
-  const std::string lower = keys::pair_key(queue, 0);
+  const std::string lower = keys::pair_key(queue, first);
   const std::string upper = keys::pair_end_key(queue);
   rocksdb::Slice lower_slice(lower), upper_slice(upper);
   rocksdb::ReadOptions ro;
@@ -254,7 +254,7 @@ Status Round::purge(QueueId queue, const std::vector<Seq>& keep) {
   }
   if (!it->status().ok()) return from_rocks(it->status(), "cannot read queue entries");
   it.reset();
-  Seq from = 0;
+  Seq from = first;
   for (Seq k : keep) {
     if (k > from) batch_.DeleteRange(impl_.entries, keys::pair_key(queue, from), keys::pair_key(queue, k));
     if (k == ~Seq{0}) return Status();

@@ -68,7 +68,7 @@ struct RocksDbStore::Op {
   std::uint8_t meta_kind = 0;
   std::uint32_t count = 0;
   std::uint64_t a = 0;  // queue id / due ms
-  std::uint64_t b = 0;  // seq / delayed id
+  std::uint64_t b = 0;  // seq / delayed id / first seq of a purge (0: whole queue)
   std::uint64_t c = 0;  // message id
   std::string key;      // meta key
   std::string blob;     // meta value / message / delayed blob

@@ -266,6 +266,14 @@ void RocksDbStore::purge_queue(QueueId queue, std::vector<Seq> keep) {
   submit(std::move(op), false);
 }
 
+void RocksDbStore::remove_entries_from(QueueId queue, Seq first_seq) {
+  Op op;
+  op.kind = Op::Kind::kPurgeQueue;
+  op.a = queue;
+  op.b = first_seq;
+  submit(std::move(op), false);
+}
+
 void RocksDbStore::delete_queue(QueueId queue) { purge_queue(queue, {}); }
 
 void RocksDbStore::put_delayed(std::uint64_t due_ms, DelayedId id, std::string_view blob) {

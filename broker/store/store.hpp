@@ -136,6 +136,10 @@ class Store {
   // delivered-but-unacked ones, which queue.purge leaves), as range deletes,
   // and the messages no other entry refers to.
   virtual void purge_queue(QueueId queue, std::vector<Seq> keep) = 0;
+  // Removes every entry of the queue with seq >= first_seq, as one range
+  // delete, and the messages no other entry refers to: the purge of a queue's
+  // paged-out tail (the broker holds none of those entries in memory).
+  virtual void remove_entries_from(QueueId queue, Seq first_seq) = 0;
   // Removes every entry of the queue; the broker deletes the queue's metadata
   // record separately (delete_meta), in the same commit.
   virtual void delete_queue(QueueId queue) = 0;

@@ -33,8 +33,9 @@ SIGTERM_TIMEOUT = 20.0   # a clean stop flushes the store
 class DurableBroker(MinibrokerProc):
     """A minibroker process bound to one data directory and one port for its whole life."""
 
-    def __init__(self, base_dir, port=None, binary=None):
-        super().__init__(binary or default_binary(), port=port, base_dir=str(base_dir))
+    def __init__(self, base_dir, port=None, binary=None, extra_args=()):
+        super().__init__(binary or default_binary(), port=port, base_dir=str(base_dir),
+                         extra_args=extra_args)
         self.history = []   # what happened, for failure messages: "start", "SIGTERM rc=0", ...
 
     # ------------------------------------------------------------ lifecycle

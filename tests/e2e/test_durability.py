@@ -17,6 +17,9 @@ Concerns (all pass against the build of commit 0deb33e, 2026-11-26):
 - [x] a data dir RocksDB cannot open: clear error, non-zero exit, no crash
 - [x] x-delivery-limit: the delivery count survives restarts, redeliveries carry
       x-delivery-count, and the message is dead-lettered with reason delivery_limit
+- [x] paging (a 16-message window): a 10,000-message backlog with transient ones mixed in is
+      counted whole, survives a restart midway through the drain in order, unacked ones
+      redelivered, transient ones gone
 
 All minibroker_only: they run minibroker binaries of their own on one data dir.
 Set MB_E2E_SEED to replay the random kill moments of test_crash_loses_no_confirmed_message
@@ -654,3 +657,65 @@ def test_delivery_count_survives_restart(dbroker):
     assert not bad, ("the message was dead-lettered correctly, but redeliveries after restarts "
                      "should carry redelivered=True and x-delivery-count = earlier deliveries "
                      "(1, 2, ...); got (delivery #, (redelivered, x-delivery-count)) %s" % bad)
+
+
+# ---------------------------------------------------------------- 9. paging
+PAGING_FLAGS = ["--queue-memory-messages", "16", "--queue-memory-bytes", "65536"]
+
+
+def test_paged_backlog_survives_restart_in_order(tmp_path):
+    """A broker that keeps 16 messages per durable queue in memory: a 10,000-message backlog
+    (with transient ones mixed in) is mostly on disk; a restart midway through draining it
+    keeps every persistent message, in order, the unacked ones first and redelivered, and
+    loses the transient ones (as RabbitMQ does)."""
+    b = DurableBroker(tmp_path, extra_args=PAGING_FLAGS)
+    b.start()
+    try:
+        q = "dur9.paged"
+        sent = []
+        conn = b.connect()
+        ch = conn.channel()
+        ch.queue_declare(q, durable=True)
+        for i in range(10000):
+            if i % 100 == 50:
+                body = b"t-%05d" % i
+                ch.basic_publish("", q, body, pika.BasicProperties(delivery_mode=TRANSIENT))
+                sent.append(body)
+            body = b"p-%05d" % i
+            ch.basic_publish("", q, body, pika.BasicProperties(delivery_mode=PERSISTENT))
+            sent.append(body)
+        deadline = time.monotonic() + 60
+        while queue_count(conn, q) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert queue_count(conn, q) == len(sent), "queue.declare-ok must count the paged-out backlog"
+
+        first, acked = 3000, 2990
+        cch = conn.channel()
+        cch.basic_qos(prefetch_count=first)
+        got = consume_n(conn, cch, q, first, timeout=60, linger=0.3)
+        bodies = [g[2] for g in got]
+        assert bodies == sent[:first], "before the restart: deliveries out of order or missing"
+        cch.basic_ack(got[acked - 1][0].delivery_tag, multiple=True)
+        queue_count(conn, q)  # a round trip on the connection: the ack has been handled
+        _close(conn)
+        b.sigterm()
+        b.start()
+
+        expected = [s for s in sent[acked:] if s.startswith(b"p-")]
+        conn = b.connect()
+        ch = conn.channel()
+        got = consume_n(conn, ch, q, len(expected), timeout=120, linger=0.5, auto_ack=True)
+        bodies = [g[2] for g in got]
+        assert len(bodies) == len(expected), "after the restart: got %d of %d messages" % (
+            len(bodies), len(expected))
+        assert bodies == expected, "after the restart: order differs (first %s)" % bodies[:5]
+        unacked = [s for s in sent[acked:first] if s.startswith(b"p-")]
+        flags = [g[0].redelivered for g in got]
+        assert flags[:len(unacked)] == [True] * len(unacked), "unacked ones must be redelivered"
+        assert not any(flags[len(unacked):]), "never-delivered ones must not be redelivered"
+        assert queue_count(conn, q) == 0
+        _close(conn)
+    finally:
+        b.cleanup()
+        print("\n--- broker history:", b.history)
+        print(b.tail(60))

@@ -12,6 +12,7 @@
 //   [x] purge keeps listed (unacked) entries and shared messages; delete queue;
 //       enqueue after purge in the same commit survives
 //   [x] delivery count written through and kept across reopen
+//   [x] remove_entries_from: a queue's tail from a seq on, shared messages kept
 //   [x] delayed records: put, next due, load due (bounded), remove, reopen
 //   [x] reopen: recovery info (max ids, queue summaries) and all data; batched body loads
 //   [x] group commit: many commits -> fewer batches, completions in order,
@@ -361,6 +362,33 @@ TEST_CASE_TEMPLATE("acks remove exactly their entries, in runs or scattered", B,
   CHECK(f.message(9) == body_of(9));
   CHECK_FALSE(f.message(1005).has_value());
   CHECK(f.store().recovery_info().queues.at(1).entries == expected.size());
+}
+
+TEST_CASE_TEMPLATE("remove_entries_from drops a queue's tail only, shared messages kept", B, MemoryBackend,
+                   RocksBackend) {
+  Fixture<B> f;
+  for (MessageId m = 1; m <= 100; ++m) {
+    f.store().enqueue(1, m, m, body_of(m));
+    if (m % 10 == 0) f.store().enqueue(2, m, m, std::nullopt);  // shared with queue 2
+  }
+  REQUIRE(f.commit().ok());
+  f.reopen();  // from reference counts rebuilt at open
+
+  f.store().remove_entries_from(1, 61);  // a paged-out tail: seqs 61..100
+  f.store().enqueue(1, 101, 101, body_of(101));  // after it, in the same commit: kept
+  REQUIRE(f.commit().ok());
+  std::vector<Seq> expected;
+  for (Seq s = 1; s <= 60; ++s) expected.push_back(s);
+  expected.push_back(101);
+  CHECK(seqs_of(f.entries(1)) == expected);
+  CHECK(f.entries(2).size() == 10);
+  CHECK(f.message(60) == body_of(60));
+  CHECK(f.message(70) == body_of(70));  // queue 2 holds it
+  CHECK_FALSE(f.message(71).has_value());
+  CHECK(f.message(101) == body_of(101));
+  f.reopen();
+  CHECK(seqs_of(f.entries(1)) == expected);
+  CHECK_FALSE(f.message(99).has_value());
 }
 
 TEST_CASE_TEMPLATE("purge keeps unacked entries and shared messages; delete removes all", B, MemoryBackend,
