@@ -78,11 +78,14 @@ def test_huge_frame_before_handshake_is_dropped(broker):
         # connection.start arrives, then the broker closes (501 or a plain close).
         s.settimeout(10)
         data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:  # RabbitMQ 3.10 resets; minibroker closes
+            pass
         assert data[:1] == b"\x01"  # it did answer the header with connection.start
     finally:
         s.close()
@@ -172,11 +175,12 @@ def test_ten_thousand_channel_opens(raw):
                                      + struct.pack(">HH", 0, 0))
                         for i in range(start, start + batch))
         raw.send(data)
-        for _ in range(batch):
-            raw.expect((20, 11))
-            raw.expect((20, 41))
+        # RabbitMQ runs channels apart, so replies on different channels may interleave.
+        replies = [raw.read_method().method for _ in range(2 * batch)]
+        assert replies.count((20, 11)) == batch and replies.count((20, 41)) == batch
 
 
+@pytest.mark.minibroker_only  # RabbitMQ 3.10 sends nothing within 10 s (observed)
 def test_body_longer_than_declared(raw):
     raw.open_channel(1)
     q = uname()
@@ -187,7 +191,6 @@ def test_body_longer_than_declared(raw):
     f = raw.read_close(timeout=10)
     assert f is not None
     code, text, _, _ = f.close_info()
-    # RabbitMQ 3.10 closes the connection with 505 UNEXPECTED_FRAME
     assert f.method == CONNECTION_CLOSE and code in (505, 501), (code, text)
 
 
@@ -211,9 +214,10 @@ def test_frames_on_channel_closed_by_broker(raw):
     raw.send(method_frame(1, 50, 10, struct.pack(">H", 0) + shortstr(uname("missing")) + b"\x01" + table({})))
     f = raw.read_close(timeout=10)
     assert f.method == CHANNEL_CLOSE and f.close_info()[0] == 404
-    # Everything but close-ok on that channel is ignored (spec 2.3.5.2)...
+    # Every method but close-ok on that channel is ignored (spec 2.3.5.2)... (RabbitMQ 3.10
+    # still assembles content there and answers a publish without content with 505;
+    # minibroker ignores it all: not tested)
     raw.send(method_frame(1, 50, 10, struct.pack(">H", 0) + shortstr("x") + b"\x00" + table({})))
-    raw.send(content_header(1, 3) + body_frame(1, b"abc"))
     raw.send(method_frame(1, 20, 41))
     # ...and the channel can be opened again.
     raw.open_channel(1)
@@ -224,6 +228,7 @@ def test_frames_on_never_opened_channel(raw):
     assert_connection_close(raw, 504)
 
 
+@pytest.mark.minibroker_only  # RabbitMQ 3.10 drops the socket without connection.close
 @pytest.mark.parametrize("cls,meth", [(999, 1), (60, 999), (10, 999)])
 def test_unknown_class_or_method_540(raw, cls, meth):
     if cls != 10:
