@@ -137,16 +137,13 @@ void Connection::read() {
   if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
   reading_ = true;
   const std::size_t room = rbuf_.size() - rend_;
-  std::visit(
-      [this, room](auto& s) {
-        s.async_read_some(asio::buffer(rbuf_.data() + rend_, room),
-                          [self = shared_from_this(), room](const asio::error_code& ec, std::size_t n) {
-                            if (!ec && n == room && self->rbuf_.size() < kReadBufferMax)
-                              self->rbuf_.resize(std::min(self->rbuf_.size() * 2, kReadBufferMax));
-                            self->on_read(ec, n);
-                          });
-      },
-      stream_);
+  auto on_done = [self = shared_from_this(), room](const asio::error_code& ec, std::size_t n) {
+    if (!ec && n == room && self->rbuf_.size() < kReadBufferMax)
+      self->rbuf_.resize(std::min(self->rbuf_.size() * 2, kReadBufferMax));
+    self->on_read(ec, n);
+  };
+  std::visit([&](auto& s) { s.async_read_some(asio::buffer(rbuf_.data() + rend_, room), std::move(on_done)); },
+             stream_);
 }
 
 void Connection::on_read(const asio::error_code& ec, std::size_t n) {
@@ -423,12 +420,11 @@ void Connection::handle_connection_method(const amqp::Method& m) {
 }
 
 void Connection::on_start_ok(const amqp::ConnectionStartOk& m) {
-  if (const auto* caps = m.client_properties.find("capabilities"))
-    if (const auto* t = caps->as_table())
-    {
-      if (const auto* ccn = t->find("consumer_cancel_notify")) cancel_notify_ = ccn->as_bool().value_or(false);
-      if (const auto* cb = t->find("connection.blocked")) blocked_notify_ = cb->as_bool().value_or(false);
-    }
+  const auto* caps = m.client_properties.find("capabilities");
+  if (const auto* t = caps ? caps->as_table() : nullptr) {
+    if (const auto* ccn = t->find("consumer_cancel_notify")) cancel_notify_ = ccn->as_bool().value_or(false);
+    if (const auto* cb = t->find("connection.blocked")) blocked_notify_ = cb->as_bool().value_or(false);
+  }
   std::string user, password;
   if (m.mechanism == "PLAIN") {
     auto creds = parse_plain(m.response);
@@ -522,13 +518,8 @@ void Connection::flush() {
   writing_.swap(out_);
   writing_now_ = true;
   last_write_ = Clock::now();
-  std::visit(
-      [this](auto& s) {
-        asio::async_write(s, asio::buffer(writing_), [self = shared_from_this()](const asio::error_code& ec, std::size_t) {
-          self->on_write(ec);
-        });
-      },
-      stream_);
+  auto on_done = [self = shared_from_this()](const asio::error_code& ec, std::size_t) { self->on_write(ec); };
+  std::visit([&](auto& s) { asio::async_write(s, asio::buffer(writing_), std::move(on_done)); }, stream_);
 }
 
 void Connection::on_write(const asio::error_code& ec) {
