@@ -3,6 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <malloc.h>
+#include <sys/statvfs.h>
+
 #include <chrono>
 
 #include "broker/durable.hpp"
@@ -14,12 +17,25 @@ namespace {
 constexpr auto kTickInterval = std::chrono::milliseconds(100);  // TTL and x-expires resolution
 constexpr auto kAcceptRetry = std::chrono::milliseconds(100);   // after EMFILE/ENFILE
 constexpr auto kShutdownGrace = std::chrono::milliseconds(500);  // for close frames to reach clients
+// Resource sampling, in ticks: memory each second (RabbitMQ samples every 2.5 s),
+// disk every 5 s (a statvfs call; free space changes slowly).
+constexpr std::int64_t kMemoryCheckTicks = 10;
+constexpr std::int64_t kDiskCheckTicks = 50;
+
+// Bytes the process has allocated through malloc (arenas in use plus mmapped
+// chunks): what was freed is no longer counted, unlike RSS, so the alarm clears
+// once queues drain. Walks the arenas' free lists: cheap at one call a second.
+std::uint64_t allocated_bytes() {
+  const struct mallinfo2 mi = mallinfo2();
+  return static_cast<std::uint64_t>(mi.uordblks) + static_cast<std::uint64_t>(mi.hblkhd);
+}
 
 }  // namespace
 
 Broker::Broker(Options options, std::unique_ptr<Persistence> persistence)
     : options_(std::move(options)),
       acceptor_(io_),
+      tls_acceptor_(io_),
       tick_timer_(io_),
       accept_retry_timer_(io_),
       signals_(io_),
@@ -65,6 +81,31 @@ std::uint16_t Broker::start() {
     spdlog::warn("listening on {} (not loopback): reachable from other hosts", options_.bind);
   spdlog::info("minibroker listening on {}:{}", options_.bind, port);
   accept();
+  if (!options_.tls_cert.empty()) {
+    tls_context_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    tls_context_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                              asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                              asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+    tls_context_->use_certificate_chain_file(options_.tls_cert);
+    tls_context_->use_private_key_file(options_.tls_key, asio::ssl::context::pem);
+    if (!options_.tls_ca.empty()) {
+      tls_context_->load_verify_file(options_.tls_ca);
+      tls_context_->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+    }
+    asio::ip::tcp::endpoint tls_ep(ep.address(), options_.tls_port);
+    tls_acceptor_.open(tls_ep.protocol());
+    tls_acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+    tls_acceptor_.bind(tls_ep);
+    tls_acceptor_.listen(asio::socket_base::max_listen_connections);
+    tls_port_ = tls_acceptor_.local_endpoint().port();
+    spdlog::info("minibroker listening for AMQPS on {}:{} (client certificates {})", options_.bind, tls_port_,
+                 options_.tls_ca.empty() ? "not requested" : "required");
+    accept_tls();
+  }
+  if (options_.memory_high_watermark != 0)
+    spdlog::info("memory high watermark {} bytes ({} allocated now)", options_.memory_high_watermark,
+                 allocated_bytes());
+  check_resources(0);
   arm_tick();
   return port;
 }
@@ -87,6 +128,7 @@ void Broker::stop() {
   stopping_ = true;
   asio::error_code ignored;
   acceptor_.close(ignored);
+  tls_acceptor_.close(ignored);
   tick_timer_.cancel();
   accept_retry_timer_.cancel();
   signals_.cancel(ignored);
@@ -118,12 +160,39 @@ void Broker::accept() {
       });
       return;
     }
-    const std::uint64_t id = ++next_connection_id_;
-    auto conn = std::make_shared<Connection>(*this, std::move(socket), id);
-    connections_.emplace(id, conn);
-    conn->start();
+    add_connection(Stream(std::in_place_type<asio::ip::tcp::socket>, std::move(socket)));
     accept();
   });
+}
+
+void Broker::accept_tls() {
+  tls_acceptor_.async_accept([this](const asio::error_code& ec, asio::ip::tcp::socket socket) {
+    if (stopping_) return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) return;
+      spdlog::warn("AMQPS accept failed: {}; retrying in {} ms", ec.message(), kAcceptRetry.count());
+      auto retry = std::make_shared<asio::steady_timer>(io_, kAcceptRetry);
+      retry->async_wait([this, retry](const asio::error_code& e) {
+        if (!e) accept_tls();
+      });
+      return;
+    }
+    add_connection(Stream(std::in_place_type<TlsStream>, std::move(socket), *tls_context_));
+    accept_tls();
+  });
+}
+
+void Broker::add_connection(Stream stream) {
+  const std::uint64_t id = ++next_connection_id_;
+  auto conn = std::make_shared<Connection>(*this, std::move(stream), id);
+  connections_.emplace(id, conn);
+  conn->start();
+}
+
+bool Broker::admit_connection() {
+  if (options_.max_connections != 0 && admitted_connections_ >= options_.max_connections) return false;
+  ++admitted_connections_;
+  return true;
 }
 
 void Broker::arm_tick() {
@@ -132,6 +201,7 @@ void Broker::arm_tick() {
     if (ec) return;
     const std::int64_t now = now_ms();
     for (auto& [_, vh] : vhosts_) vh->tick(now);
+    check_resources(++ticks_);
     arm_tick();
   });
 }
@@ -206,7 +276,41 @@ std::shared_ptr<Consumer> Broker::find_direct_reply(std::string_view key) const 
   return it == direct_replies_.end() ? nullptr : it->second.lock();
 }
 
-void Broker::remove_connection(std::uint64_t id) { connections_.erase(id); }
+void Broker::remove_connection(std::uint64_t id) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  if (it->second->admitted()) --admitted_connections_;
+  connections_.erase(it);
+}
+
+void Broker::check_resources(std::int64_t tick) {
+  bool memory = memory_alarm_, disk = disk_alarm_;
+  if (options_.memory_high_watermark != 0 && tick % kMemoryCheckTicks == 0) {
+    const std::uint64_t used = allocated_bytes();
+    memory = used > options_.memory_high_watermark;
+    if (memory != memory_alarm_)
+      spdlog::warn("memory alarm {}: {} bytes allocated, high watermark {}", memory ? "set" : "cleared", used,
+                   options_.memory_high_watermark);
+  }
+  if (options_.disk_free_limit != 0 && store_ && tick % kDiskCheckTicks == 0) {
+    struct statvfs st {};
+    if (statvfs(options_.data_dir.c_str(), &st) == 0) {
+      const std::uint64_t free = static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+      disk = free < options_.disk_free_limit;
+      if (disk != disk_alarm_)
+        spdlog::warn("disk alarm {}: {} bytes free in {}, limit {}", disk ? "set" : "cleared", free,
+                     options_.data_dir, options_.disk_free_limit);
+    }
+  }
+  if (memory == memory_alarm_ && disk == disk_alarm_) return;
+  memory_alarm_ = memory;
+  disk_alarm_ = disk;
+  // RabbitMQ's connection.blocked reasons: "low on memory", "low on disk", "low on memory & disk".
+  alarm_ = !memory && !disk ? "" : fmt::format("low on {}", memory && disk ? "memory & disk" : memory ? "memory" : "disk");
+  if (!alarm_.empty()) spdlog::warn("*** publishers will be blocked until this alarm clears ({}) ***", alarm_);
+  auto conns = connections_;  // unblocking handles buffered frames, which may close a connection
+  for (auto& [_, c] : conns) c->on_alarm(alarm_);
+}
 
 std::int64_t Broker::now_ms() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -30,8 +31,11 @@ class Broker : public VhostEnv {
   // holds. Returns an error text (directory in use, unreadable), or empty.
   std::string open_store(const std::string& dir);
 
-  // Binds and starts accepting; returns the bound port.
+  // Binds and starts accepting (AMQP, and AMQPS when a TLS certificate is
+  // configured); returns the bound AMQP port. Throws on a bad certificate or key.
   std::uint16_t start();
+  // The bound AMQPS port, 0 when TLS is off.
+  std::uint16_t tls_port() const { return tls_port_; }
   // Runs the loop until stop() completes (SIGTERM/SIGINT when handle_signals).
   void run(bool handle_signals = true);
   // Closes every connection with 320 CONNECTION_FORCED, then stops the loop.
@@ -57,6 +61,11 @@ class Broker : public VhostEnv {
   access::Result delete_user(std::string_view name);
   void remove_connection(std::uint64_t id);
   std::size_t connection_count() const { return connections_.size(); }
+  // Counts a connection that completed connection.open; false past --max-connections.
+  bool admit_connection();
+  // The active resource alarms as connection.blocked's reason ("low on memory"), or empty.
+  const std::string& alarm() const { return alarm_; }
+  std::size_t max_queues() const override { return options_.max_queues; }
 
   // VhostEnv
   std::int64_t now_ms() const override;
@@ -69,7 +78,11 @@ class Broker : public VhostEnv {
 
  private:
   void accept();
+  void accept_tls();
+  void add_connection(Stream stream);
   void arm_tick();
+  // Samples memory (every tick) and disk (less often); raises or clears alarms.
+  void check_resources(std::int64_t tick);
   void run_dispatch();
   // Closes (320 CONNECTION_FORCED) every connection matching pred.
   template <typename Pred>
@@ -78,6 +91,9 @@ class Broker : public VhostEnv {
   Options options_;
   asio::io_context io_{1};
   asio::ip::tcp::acceptor acceptor_;
+  asio::ip::tcp::acceptor tls_acceptor_;
+  std::unique_ptr<asio::ssl::context> tls_context_;
+  std::uint16_t tls_port_ = 0;
   asio::steady_timer tick_timer_;
   asio::steady_timer accept_retry_timer_;
   asio::signal_set signals_;
@@ -92,6 +108,11 @@ class Broker : public VhostEnv {
   StringMap<std::weak_ptr<Consumer>> direct_replies_;
   std::uint64_t direct_reply_counter_ = 0;
   std::uint64_t next_connection_id_ = 0;
+  std::size_t admitted_connections_ = 0;
+  std::int64_t ticks_ = 0;
+  bool memory_alarm_ = false;
+  bool disk_alarm_ = false;
+  std::string alarm_;
   std::uint64_t last_message_id_ = 0;
   std::vector<QueuePtr> dispatch_pending_;
   bool dispatch_posted_ = false;

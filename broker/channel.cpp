@@ -340,6 +340,10 @@ void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
 
 void Channel::on_consume(const amqp::BasicConsume& m) {
   Vhost& vh = host_.vhost();
+  // RabbitMQ checks the limit first, and only for a tag not in use: 530, a connection error.
+  if (const std::size_t limit = host_.max_consumers();
+      limit != 0 && consumers_.size() >= limit && !consumers_.contains(m.consumer_tag))
+    connection_error(ReplyCode::kNotAllowed, "reached maximum ({}) of consumers per channel", limit);
   if (m.queue == kDirectReplyQueue) {
     if (!m.no_ack) channel_error(ReplyCode::kPreconditionFailed, "reply consumer cannot acknowledge");
     if (!reply_key_.empty()) channel_error(ReplyCode::kPreconditionFailed, "reply consumer already set");

@@ -36,6 +36,8 @@ class ChannelHost {
   virtual const access::Grant* grant() = 0;
   virtual std::uint64_t max_message_size() const = 0;
   virtual void register_exclusive(const QueuePtr& q) = 0;
+  // Consumers one channel may hold (RabbitMQ's consumer_max_per_channel); 0: no limit.
+  virtual std::size_t max_consumers() const { return 0; }
 };
 
 class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel> {

@@ -66,9 +66,9 @@ std::pair<std::uint16_t, std::uint16_t> ids_of(const M&) {
 
 }  // namespace
 
-Connection::Connection(Broker& broker, asio::ip::tcp::socket socket, std::uint64_t id)
+Connection::Connection(Broker& broker, Stream stream, std::uint64_t id)
     : broker_(broker),
-      socket_(std::move(socket)),
+      stream_(std::move(stream)),
       timer_(broker.io()),
       store_wait_(broker.io()),
       id_(id),
@@ -76,12 +76,12 @@ Connection::Connection(Broker& broker, asio::ip::tcp::socket socket, std::uint64
       channel_max_(broker.options().channel_max),
       frame_max_(broker.options().frame_max) {
   asio::error_code ec;
-  auto ep = socket_.remote_endpoint(ec);
+  auto ep = socket().remote_endpoint(ec);
   if (!ec) {
     peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
     loopback_ = ep.address().is_loopback();
   }
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket().set_option(asio::ip::tcp::no_delay(true), ec);
 }
 
 Connection::~Connection() = default;
@@ -90,6 +90,8 @@ VhostEnv& Connection::env() { return broker_; }
 
 std::uint64_t Connection::max_message_size() const { return broker_.options().max_message_size; }
 
+std::size_t Connection::max_consumers() const { return broker_.options().max_consumers_per_channel; }
+
 std::string& Connection::out() {
   schedule_flush();
   return out_;
@@ -97,15 +99,27 @@ std::string& Connection::out() {
 
 void Connection::start() {
   last_read_ = last_write_ = opened_at_ = Clock::now();
-  spdlog::debug("connection {} accepted from {}", id_, peer_);
-  arm_timer();
+  spdlog::debug("connection {} accepted from {}{}", id_, peer_, tls() ? " (TLS)" : "");
+  arm_timer();  // the handshake timeout covers the TLS handshake too
+  if (auto* t = std::get_if<TlsStream>(&stream_)) {
+    t->async_handshake(asio::ssl::stream_base::server, [self = shared_from_this()](const asio::error_code& ec) {
+      if (self->state_ == State::kClosed) return;
+      if (ec) {
+        spdlog::warn("connection {} from {}: TLS handshake failed: {}", self->id_, self->peer_, ec.message());
+        self->teardown("TLS handshake failed");
+        return;
+      }
+      self->read();
+    });
+    return;
+  }
   read();
 }
 
 // ---- reading ----------------------------------------------------------------
 
 void Connection::read() {
-  if (reading_ || state_ == State::kClosed) return;
+  if (reading_ || blocked_ || state_ == State::kClosed) return;
   if (!can_write()) {
     read_paused_ = true;  // the peer is not reading what we send: stop reading what it sends
     return;
@@ -133,12 +147,13 @@ void Connection::read() {
   if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
   reading_ = true;
   const std::size_t room = rbuf_.size() - rend_;
-  socket_.async_read_some(asio::buffer(rbuf_.data() + rend_, room),
-                          [self = shared_from_this(), room](const asio::error_code& ec, std::size_t n) {
-                            if (!ec && n == room && self->rbuf_.size() < kReadBufferMax)
-                              self->rbuf_.resize(std::min(self->rbuf_.size() * 2, kReadBufferMax));
-                            self->on_read(ec, n);
-                          });
+  auto on_done = [self = shared_from_this(), room](const asio::error_code& ec, std::size_t n) {
+    if (!ec && n == room && self->rbuf_.size() < kReadBufferMax)
+      self->rbuf_.resize(std::min(self->rbuf_.size() * 2, kReadBufferMax));
+    self->on_read(ec, n);
+  };
+  std::visit([&](auto& s) { s.async_read_some(asio::buffer(rbuf_.data() + rend_, room), std::move(on_done)); },
+             stream_);
 }
 
 void Connection::on_read(const asio::error_code& ec, std::size_t n) {
@@ -156,7 +171,7 @@ void Connection::on_read(const asio::error_code& ec, std::size_t n) {
 }
 
 void Connection::process_input() {
-  while (state_ != State::kClosed) {
+  while (state_ != State::kClosed && !blocked_) {
     std::string_view buf(rbuf_.data() + rstart_, rend_ - rstart_);
     if (state_ == State::kAwaitingHeader) {
       if (buf.size() < amqp::kProtocolHeader.size()) return;
@@ -308,6 +323,11 @@ void Connection::handle_channel_frame(const amqp::Frame& f) {
          cls, mid);
     return;
   }
+  if (std::holds_alternative<amqp::BasicPublish>(m)) {
+    publisher_ = true;
+    // This publish goes through; what follows waits in the buffer until the alarm clears.
+    if (const std::string& alarm = broker_.alarm(); !alarm.empty() && !blocked_) block(alarm);
+  }
   if (std::holds_alternative<amqp::ChannelOpen>(m)) {
     if (ch != nullptr) {
       fail(ReplyCode::kChannelError, "CHANNEL_ERROR - second 'channel.open' seen", cls, mid);
@@ -411,12 +431,13 @@ void Connection::handle_connection_method(const amqp::Method& m) {
 }
 
 void Connection::on_start_ok(const amqp::ConnectionStartOk& m) {
-  if (const auto* caps = m.client_properties.find("capabilities"))
-    if (const auto* t = caps->as_table()) {
-      if (const auto* ccn = t->find("consumer_cancel_notify")) cancel_notify_ = ccn->as_bool().value_or(false);
-      if (const auto* afc = t->find("authentication_failure_close"))
-        auth_failure_close_ = afc->as_bool().value_or(false);
-    }
+  const auto* caps = m.client_properties.find("capabilities");
+  if (const auto* t = caps ? caps->as_table() : nullptr) {
+    if (const auto* ccn = t->find("consumer_cancel_notify")) cancel_notify_ = ccn->as_bool().value_or(false);
+    if (const auto* cb = t->find("connection.blocked")) blocked_notify_ = cb->as_bool().value_or(false);
+    if (const auto* afc = t->find("authentication_failure_close"))
+      auth_failure_close_ = afc->as_bool().value_or(false);
+  }
   std::string user, password;
   if (m.mechanism == "PLAIN") {
     auto creds = parse_plain(m.response);
@@ -468,6 +489,10 @@ void Connection::on_open(const amqp::ConnectionOpen& m) {
   if (grant_ == nullptr)
     connection_error(ReplyCode::kNotAllowed, "access to vhost '{}' refused for user '{}'", m.virtual_host, user_);
   vhost_ = vhost;
+  if (!broker_.admit_connection())
+    connection_error(ReplyCode::kNotAllowed, "connection refused: node connection limit ({}) is reached",
+                     broker_.options().max_connections);
+  admitted_ = true;
   amqp::write_method(out(), 0, amqp::ConnectionOpenOk{});
   state_ = State::kOpen;
   spdlog::debug("connection {} from {} open: user '{}', vhost '{}', heartbeat {} s, frame_max {}", id_, peer_, user_,
@@ -516,7 +541,7 @@ void Connection::close(ReplyCode code, std::string text, std::uint16_t class_id,
 void Connection::schedule_flush() {
   if (flush_posted_ || state_ == State::kClosed) return;
   flush_posted_ = true;
-  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+  asio::post(broker_.io(), [self = shared_from_this()] {
     self->flush_posted_ = false;
     self->flush();
   });
@@ -531,9 +556,8 @@ void Connection::flush() {
   writing_.swap(out_);
   writing_now_ = true;
   last_write_ = Clock::now();
-  asio::async_write(socket_, asio::buffer(writing_), [self = shared_from_this()](const asio::error_code& ec, std::size_t) {
-    self->on_write(ec);
-  });
+  auto on_done = [self = shared_from_this()](const asio::error_code& ec, std::size_t) { self->on_write(ec); };
+  std::visit([&](auto& s) { asio::async_write(s, asio::buffer(writing_), std::move(on_done)); }, stream_);
 }
 
 void Connection::on_write(const asio::error_code& ec) {
@@ -552,6 +576,30 @@ void Connection::on_write(const asio::error_code& ec) {
   }
   if (can_write())
     for (auto& [_, ch] : channels_) ch->resume_deliveries();
+}
+
+// ---- resource alarms --------------------------------------------------------
+
+void Connection::block(const std::string& reason) {
+  blocked_ = true;
+  spdlog::info("connection {} ({}): blocked, {}", id_, peer_, reason);
+  if (blocked_notify_) amqp::write_method(out(), 0, amqp::ConnectionBlocked{reason});
+}
+
+void Connection::on_alarm(const std::string& reason) {
+  if (state_ != State::kOpen) return;
+  if (!reason.empty()) {
+    if (publisher_ && !blocked_) block(reason);
+    return;
+  }
+  if (!blocked_) return;
+  blocked_ = false;
+  spdlog::info("connection {} ({}): unblocked", id_, peer_);
+  if (blocked_notify_) amqp::write_method(out(), 0, amqp::ConnectionUnblocked{});
+  // Frames that arrived while blocked are in the buffer: handle them, then read on.
+  process_input();
+  for (auto& [_, ch] : channels_) ch->flush_confirms();
+  if (state_ != State::kClosed) read();
 }
 
 // ---- heartbeats and timeouts ------------------------------------------------
@@ -574,6 +622,8 @@ void Connection::on_timer() {
     }
   } else if (heartbeat_ != 0) {
     const auto interval = std::chrono::seconds(heartbeat_);
+    // While blocked we do not read, so the client's heartbeats go unseen (RabbitMQ pauses its monitor too).
+    if (blocked_) last_read_ = now;
     if (now - last_read_ > 2 * interval) {
       spdlog::warn("connection {} ({}): missed heartbeats from client, closing TCP connection", id_, peer_);
       teardown("missed heartbeats");
@@ -593,8 +643,8 @@ void Connection::teardown(std::string_view why) {
   asio::error_code ignored;
   timer_.cancel();
   store_wait_.cancel();
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket().close(ignored);
   auto channels = std::move(channels_);
   channels_.clear();
   for (auto& [_, ch] : channels) ch->shutdown();

@@ -5,15 +5,23 @@
 // channel they belong to, and writes replies and deliveries through one
 // gathered write per loop turn. The outbound buffer is bounded: above the
 // high-water mark deliveries are held and reading pauses until it drains.
+// Runs over plain TCP or TLS (AMQPS): the stream is a variant, visited at the
+// few I/O call sites, so the plain path costs one branch per read or write.
+//
+// Resource alarms (memory, disk): a connection that publishes while an alarm
+// is on gets connection.blocked and is not read from until every alarm clears;
+// its deliveries keep flowing.
 #pragma once
 
 #include <asio.hpp>
+#include <asio/ssl.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "broker/channel.hpp"
@@ -24,20 +32,28 @@ namespace mb::broker {
 
 class Broker;
 
+using TlsStream = asio::ssl::stream<asio::ip::tcp::socket>;
+using Stream = std::variant<asio::ip::tcp::socket, TlsStream>;
+
 class Connection : public ChannelHost, public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Broker& broker, asio::ip::tcp::socket socket, std::uint64_t id);
+  // stream holds a TlsStream for AMQPS: start() runs the TLS handshake first.
+  Connection(Broker& broker, Stream stream, std::uint64_t id);
   ~Connection() override;
 
   void start();
   // Server-initiated close (shutdown, management): connection.close with this code.
   void close(ReplyCode code, std::string text, std::uint16_t class_id = 0, std::uint16_t method_id = 0);
   bool closed() const { return state_ == State::kClosed; }
+  // Counted against --max-connections: connection.open was accepted.
+  bool admitted() const { return admitted_; }
 
   const std::string& peer() const { return peer_; }
   // The vhost opened (null before connection.open).
   const Vhost* open_vhost() const { return vhost_; }
   std::size_t channel_count() const { return channels_.size(); }
+  // A resource alarm was raised or cleared (reason: "low on memory", ...; empty when cleared).
+  void on_alarm(const std::string& reason);
 
   // ChannelHost
   std::uint64_t connection_id() const override { return id_; }
@@ -51,12 +67,20 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   const access::Grant* grant() override;
   std::uint64_t max_message_size() const override;
   void register_exclusive(const QueuePtr& q) override { exclusive_queues_.push_back(q); }
+  std::size_t max_consumers() const override;
 
  private:
   enum class State { kAwaitingHeader, kStartSent, kTuneSent, kAwaitingOpen, kOpen, kClosing, kClosed };
   using Clock = std::chrono::steady_clock;
 
   void read();
+  bool tls() const { return std::holds_alternative<TlsStream>(stream_); }
+  asio::ip::tcp::socket& socket() {
+    if (auto* t = std::get_if<TlsStream>(&stream_)) return t->next_layer();
+    return std::get<asio::ip::tcp::socket>(stream_);
+  }
+  // Blocks a publisher under an alarm: connection.blocked (if it asked for it), no more reads.
+  void block(const std::string& reason);
   void on_read(const asio::error_code& ec, std::size_t n);
   // Decodes and handles every whole frame buffered; false once the connection is closing.
   void process_input();
@@ -80,7 +104,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   void teardown(std::string_view why);
 
   Broker& broker_;  // HELD NOT OWNED
-  asio::ip::tcp::socket socket_;
+  Stream stream_;
   asio::steady_timer timer_;
   asio::steady_timer store_wait_;  // a publisher paused while the store catches up
   std::uint64_t id_;
@@ -93,7 +117,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   std::size_t frame_need_ = 0;  // bytes the partial frame at rstart_ needs in all (0: unknown)
   bool reading_ = false;
   bool read_paused_ = false;
-  bool publisher_ = false;  // has sent content (basic.publish): paused while the store is behind
+  bool publisher_ = false;  // has sent basic.publish: paused while the store is behind, blocked by alarms
 
   std::string out_;      // filled this turn
   std::string writing_;  // in flight
@@ -110,6 +134,9 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   bool auth_failure_close_ = false;  // client capability: tell it why login failed before closing
   std::shared_ptr<const access::Grant> grant_;  // the user's permissions in vhost_
   std::uint64_t grant_generation_ = 0;          // AccessControl::generation() grant_ was read at
+  bool blocked_notify_ = false;  // the client advertised the connection.blocked capability
+  bool blocked_ = false;         // blocked by an alarm: frames stay unread until it clears
+  bool admitted_ = false;
   Clock::time_point last_read_;
   Clock::time_point last_write_;
   Clock::time_point opened_at_;

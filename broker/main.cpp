@@ -42,9 +42,29 @@ int main(int argc, char** argv) {
   app.add_option("--queue-memory-bytes", o.queue_memory_bytes, "body bytes a durable queue keeps in memory")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--tls-port", o.tls_port, "AMQPS port, used when --tls-cert is set (0 picks a free one)")
+      ->capture_default_str();
+  app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain for AMQPS");
+  app.add_option("--tls-key", o.tls_key, "PEM private key for AMQPS");
+  app.add_option("--tls-ca", o.tls_ca, "PEM CA bundle: AMQPS clients must present a certificate it signed");
+  app.add_option("--max-connections", o.max_connections, "open connections at once (0: no limit)")
+      ->capture_default_str();
+  app.add_option("--max-consumers-per-channel", o.max_consumers_per_channel, "consumers per channel (0: no limit)")
+      ->capture_default_str();
+  app.add_option("--max-queues", o.max_queues, "queues per vhost (0: no limit)")->capture_default_str();
+  app.add_option("--vm-memory-high-watermark-bytes", o.memory_high_watermark,
+                 "block publishers while the broker has more bytes allocated (0: no memory alarm)")
+      ->capture_default_str();
+  app.add_option("--disk-free-limit", o.disk_free_limit,
+                 "block publishers while the data directory's disk has fewer bytes free (0: no disk alarm)")
+      ->capture_default_str();
   mb::broker::ctl::Ctl ctl(app);
   CLI11_PARSE(app, argc, argv);
   if (ctl.selected()) return ctl.run();
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    std::fprintf(stderr, "minibroker: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
 
   spdlog::set_level(spdlog::level::from_str(o.loglevel));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] %v");

@@ -1,6 +1,7 @@
 // Broker options: every default is a named constant with its reason.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -30,6 +31,14 @@ inline constexpr std::uint64_t kDefaultQueueMemoryBytes = 4u << 20;  // body byt
 // publishers without confirms outrun the disk and that tail grows unbounded.
 inline constexpr std::uint64_t kStoreBacklogHighWater = 16u << 20;
 inline constexpr int kStoreBackoffMs = 5;  // how soon a paused publisher checks again
+inline constexpr std::uint16_t kDefaultTlsPort = 5671;        // IANA port for AMQPS
+// Limits: 0 means unlimited, as RabbitMQ's defaults (connection_max, consumer_max_per_channel,
+// max-queues are all infinity there).
+inline constexpr std::size_t kDefaultMaxConnections = 0;
+inline constexpr std::size_t kDefaultMaxConsumersPerChannel = 0;
+inline constexpr std::size_t kDefaultMaxQueues = 0;
+inline constexpr std::uint64_t kDefaultMemoryHighWatermark = 0;  // bytes allocated; 0: no memory alarm
+inline constexpr std::uint64_t kDefaultDiskFreeLimit = 50'000'000;  // RabbitMQ's default disk_free_limit (50 MB)
 
 struct Options {
   std::uint16_t port = kDefaultPort;
@@ -42,6 +51,18 @@ struct Options {
   std::uint64_t max_message_size = kDefaultMaxMessageSize;
   std::size_t queue_memory_messages = kDefaultQueueMemoryMessages;
   std::uint64_t queue_memory_bytes = kDefaultQueueMemoryBytes;
+
+  // AMQPS: a second listener when tls_cert is set.
+  std::uint16_t tls_port = kDefaultTlsPort;
+  std::string tls_cert;  // PEM certificate chain
+  std::string tls_key;   // PEM private key
+  std::string tls_ca;    // PEM CA bundle: when set, clients must present a certificate it signed
+
+  std::size_t max_connections = kDefaultMaxConnections;
+  std::size_t max_consumers_per_channel = kDefaultMaxConsumersPerChannel;
+  std::size_t max_queues = kDefaultMaxQueues;  // per vhost, as RabbitMQ's max-queues vhost limit
+  std::uint64_t memory_high_watermark = kDefaultMemoryHighWatermark;
+  std::uint64_t disk_free_limit = kDefaultDiskFreeLimit;
 };
 
 }  // namespace mb::broker

@@ -197,6 +197,9 @@ std::pair<QueuePtr, bool> Vhost::declare_queue(const QueueDeclare& d) {
   } else if (d.passive) {
     channel_error(ReplyCode::kNotFound, "no queue '' in vhost '{}'", name_);
   }
+  if (const std::size_t limit = env_.max_queues(); limit != 0 && queues_.size() >= limit)
+    channel_error(ReplyCode::kPreconditionFailed, "cannot declare queue '{}': queue limit in vhost '{}' ({}) is reached",
+                  d.name, name_, limit);
   QueueArgs parsed;
   if (auto err = QueueArgs::parse(args, parsed))
     channel_error(ReplyCode::kPreconditionFailed, "{} for queue '{}' in vhost '{}'", *err, d.name, name_);

@@ -33,6 +33,8 @@ class VhostEnv {
   virtual std::string register_direct_reply(const std::shared_ptr<Consumer>& c) = 0;
   virtual void unregister_direct_reply(const std::string& key) = 0;
   virtual std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const = 0;
+  // Queues a vhost may hold (RabbitMQ's max-queues vhost limit); 0: no limit.
+  virtual std::size_t max_queues() const { return 0; }
 };
 
 inline constexpr std::string_view kDirectReplyQueue = "amq.rabbitmq.reply-to";

@@ -47,7 +47,7 @@ class MinibrokerProc:
         self.data_dir = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "broker.log")
         self.loglevel = loglevel
-        self.extra_args = list(extra_args)   # more minibroker flags, e.g. a small paging window
+        self.extra_args = list(extra_args)  # more minibroker flags: paging window, limits, TLS
         self.proc = None
 
     @property

@@ -4,6 +4,9 @@
 corpus/frame/: each capture whole (several frames in one buffer) and each frame alone.
 corpus/table/: every field table found in the captures (server/client properties,
 method arguments, message headers), plus one table holding every field type.
+corpus/connection/: what a client sends after the handshake (connection_fuzz sends
+the handshake itself): channel.open then each client capture, and one whole session
+of them in a plausible order.
 File names are content hashes, as libFuzzer names its own finds. Re-run after
 adding captures:  /usr/bin/python3 tests/fuzz/make_corpus.py
 """
@@ -90,10 +93,39 @@ def write(dirname, blob):
         f.write(blob)
 
 
+# Client captures in the order a session would send them (handshake ones excluded).
+SESSION = ["pika_exchange_declare", "pika_queue_declare_priority", "pika_queue_declare_ttl",
+           "pyamqp_queue_declare_x_expires", "pika_queue_bind", "pika_queue_bind_args", "pika_exchange_bind",
+           "pika_basic_qos", "pika_confirm_select", "pika_publish_all_properties", "celery_send_task",
+           "pyamqp_celery_publish_3_body_frames", "pika_basic_consume", "pika_basic_ack", "pika_basic_nack",
+           "pika_basic_reject", "pika_basic_recover", "pika_basic_cancel", "pika_queue_unbind",
+           "pika_exchange_unbind", "pika_queue_purge", "pika_queue_delete_if_unused", "pika_queue_delete",
+           "pika_exchange_delete", "pika_channel_close", "pika_connection_close"]
+HANDSHAKE = ("pika_connection_start_ok", "pika_connection_tune_ok", "pika_connection_tune_ok_4096",
+             "pika_connection_open", "pyamqp_connection_start_ok")
+
+
+def connection_seeds(conn_dir):
+    def capture(name):
+        return load_hex(os.path.join(FRAMES, name + ".hex"))
+    channel_open = capture("pika_channel_open")
+    client = [os.path.basename(p)[:-4] for p in glob.glob(os.path.join(FRAMES, "*.hex"))]
+    client = [n for n in client if not n.startswith("rabbitmq_") and n not in HANDSHAKE]
+    for name in sorted(client):
+        data = capture(name)
+        write(conn_dir, data if name == "pika_channel_open" else channel_open + data)
+    write(conn_dir, channel_open + b"".join(capture(n) for n in SESSION))
+    # tx: select, publish, commit, publish, rollback
+    write(conn_dir, channel_open + capture("pika_queue_declare_ttl") + capture("pika_tx_select")
+          + capture("pika_publish_all_properties") + capture("pika_tx_commit")
+          + capture("pika_publish_all_properties") + capture("pika_tx_rollback"))
+
+
 def main():
     frame_dir = os.path.join(HERE, "corpus", "frame")
     table_dir = os.path.join(HERE, "corpus", "table")
-    for d in (frame_dir, table_dir):
+    conn_dir = os.path.join(HERE, "corpus", "connection")
+    for d in (frame_dir, table_dir, conn_dir):
         for old in glob.glob(os.path.join(d, "*")):
             os.remove(old)
     for path in sorted(glob.glob(os.path.join(FRAMES, "*.hex"))):
@@ -112,7 +144,9 @@ def main():
                     write(table_dir, t)
     write(table_dir, every_type_table())
     write(frame_dir, bytes([8, 0, 0, 0, 0, 0, 0, 0xCE]))  # heartbeat
-    print("frame seeds:", len(os.listdir(frame_dir)), "table seeds:", len(os.listdir(table_dir)))
+    connection_seeds(conn_dir)
+    print("frame seeds:", len(os.listdir(frame_dir)), "table seeds:", len(os.listdir(table_dir)),
+          "connection seeds:", len(os.listdir(conn_dir)))
 
 
 if __name__ == "__main__":

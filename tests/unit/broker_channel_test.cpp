@@ -20,7 +20,8 @@
 //     multiple (everything), unknown / twice-acked / tag 0 single -> 406 channel error
 // [x] basic.get / get-empty, message_count is what remains, no_ack gets need no ack
 // [x] basic.consume: consume-ok (not with nowait), server-generated amq.ctag- tags, tag reuse ->
-//     530 connection error, exclusive consumers -> 403, 404 missing queue
+//     530 connection error, exclusive consumers -> 403, 404 missing queue, past the host's
+//     consumer limit -> 530 (a tag in use is still a tag-reuse 530), cancelling frees room
 // [x] basic.cancel: cancel-ok (also for unknown tags), unacked deliveries stay and can be acked,
 //     no more deliveries; auto-delete queue deleted with its last consumer
 // [x] shutdown requeues unacked (consumer and get) in their original places, redelivered
@@ -876,4 +877,21 @@ TEST_CASE("delivery tags stay right after a no_ack delivery on the same channel"
   CHECK(f.ch->unacked_count() == 1);
   CHECK_FALSE(amqp_error([&] { f.ch->handle(amqp::BasicAck{1, false}); }).has_value());
   CHECK(f.ch->unacked_count() == 0);
+}
+
+TEST_CASE("basic.consume past the consumer limit per channel: 530, as RabbitMQ's consumer_max_per_channel") {
+  Fixture f;
+  f.host.max_consumers_value = 2;
+  f.declare("q");
+  f.consume("q", "a");
+  f.consume("q", "b");
+  auto err = amqp_error([&] { f.ch->handle(amqp::BasicConsume{.queue = "q", .consumer_tag = "c"}); });
+  check_connection_error(err, ReplyCode::kNotAllowed);
+  CHECK(err->reply_text() == "NOT_ALLOWED - reached maximum (2) of consumers per channel");
+  CHECK(f.ch->consumer_count() == 2);
+  // Room again once one is cancelled.
+  f.ch->handle(amqp::BasicCancel{.consumer_tag = "a"});
+  CHECK(names(f.out()) == Strings{"basic.cancel-ok"});
+  f.consume("q", "c");
+  CHECK(f.ch->consumer_count() == 2);
 }

@@ -784,3 +784,17 @@ TEST_CASE("publish counts routed and rejected queues; persistent messages reach 
   CHECK(f.drain("durable") == Strings{"m", "transient"});
   CHECK(f.env.store.messages_removed == 1);
 }
+
+TEST_CASE("queue.declare past the vhost's queue limit: 406, as RabbitMQ's max-queues; redeclares still work") {
+  Fixture f;
+  f.env.max_queues_value = 2;
+  f.queue("a");
+  f.queue("b");
+  auto err = amqp_error([&] { f.queue("c"); });
+  check_error(err, ReplyCode::kPreconditionFailed);
+  CHECK(err->reply_text() == "PRECONDITION_FAILED - cannot declare queue 'c': queue limit in vhost '/' (2) is reached");
+  CHECK_FALSE(amqp_error([&] { f.queue("a"); }).has_value());  // an existing queue is no new one
+  CHECK(f.vh.find_queue("c") == nullptr);
+  f.vh.delete_queue("a", false, false, 1);
+  CHECK_FALSE(amqp_error([&] { f.queue("c"); }).has_value());
+}

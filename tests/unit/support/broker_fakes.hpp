@@ -70,6 +70,8 @@ class FakeEnv : public broker::VhostEnv {
   std::uint64_t next_message_id() override { return ++last_message_id; }
   void schedule_dispatch(const broker::QueuePtr& q) override { scheduled.push_back(q); }
   broker::Persistence& persistence() override { return store; }
+  std::size_t max_queues() const override { return max_queues_value; }
+  std::size_t max_queues_value = 0;  // --max-queues; 0: no limit
   // Direct reply-to registry, as the Broker keeps it: key -> consumer (weak).
   std::string register_direct_reply(const std::shared_ptr<broker::Consumer>& c) override;
   void unregister_direct_reply(const std::string& key) override { direct_replies.erase(key); }
@@ -121,6 +123,7 @@ class FakeHost : public broker::ChannelHost {
   // Everything allowed unless a test assigns a narrower Grant::compile(...) (null: none).
   std::optional<broker::access::Grant> granted = broker::access::Grant::compile({".*", ".*", ".*"});
   std::uint64_t max_size = 128ull << 20;
+  std::size_t max_consumers_value = 0;  // --max-consumers-per-channel; 0: no limit
   std::vector<broker::QueuePtr> exclusive_queues;  // register_exclusive calls
 
   std::uint64_t connection_id() const override { return connection_id_; }
@@ -134,6 +137,7 @@ class FakeHost : public broker::ChannelHost {
   const broker::access::Grant* grant() override { return granted ? &*granted : nullptr; }
   std::uint64_t max_message_size() const override { return max_size; }
   void register_exclusive(const broker::QueuePtr& q) override { exclusive_queues.push_back(q); }
+  std::size_t max_consumers() const override { return max_consumers_value; }
 
   // Decodes and removes everything written so far. Throws on bytes that are
   // not whole, well-formed frames (that would be a broker bug).

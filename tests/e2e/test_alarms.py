@@ -1,0 +1,136 @@
+"""Resource alarms: past --vm-memory-high-watermark-bytes or under --disk-free-limit a
+publishing connection gets connection.blocked (pika's blocked callback) and is no longer
+read from; consumers on other connections are still served; once the alarm clears the
+publisher gets connection.unblocked and its held publishes go through.
+
+Concerns:
+- [x] memory: fill a queue until the publisher is blocked, drain it from a consumer
+      connection, the publisher is unblocked and can publish again
+- [x] disk: a limit above the disk's free space blocks the first publish ("low on disk");
+      a connection that never published is still served
+All minibroker_only: own brokers with alarm flags (RabbitMQ sets these in its config).
+"""
+
+import time
+
+import pika
+import pytest
+
+from minibroker_proc import MinibrokerProc, default_binary
+from util import uname
+
+pytestmark = pytest.mark.minibroker_only
+
+# The broker's allocations at start are a few MB; 48 MB of queued bodies cross this.
+MEMORY_WATERMARK = 48 << 20
+BODY = b"m" * (256 << 10)
+MAX_PUBLISHES = 2000  # 500 MB: never reached unless the alarm is broken
+
+
+def own_broker(*args):
+    b = MinibrokerProc(default_binary(), extra_args=list(args))
+    b.start(timeout=10)
+    return b
+
+
+def params(b, **kw):
+    # blocked_connection_timeout=None: pika must not give up on a blocked connection
+    return pika.ConnectionParameters(host=b.host, port=b.port, socket_timeout=10,
+                                     blocked_connection_timeout=None, **kw)
+
+
+def watch_blocking(conn):
+    events = []
+    conn.add_on_connection_blocked_callback(lambda c, f: events.append(("blocked", f.method.reason)))
+    conn.add_on_connection_unblocked_callback(lambda c, f: events.append(("unblocked", None)))
+    return events
+
+
+def pump_until(conn, pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        conn.process_data_events(time_limit=0.1)
+
+
+@pytest.mark.timeout(180)
+def test_memory_alarm_blocks_publisher_serves_consumer_then_unblocks():
+    b = own_broker("--vm-memory-high-watermark-bytes", str(MEMORY_WATERMARK))
+    try:
+        pub = pika.BlockingConnection(params(b))
+        events = watch_blocking(pub)
+        pch = pub.channel()
+        q = uname("alarm")
+        pch.queue_declare(q, auto_delete=False)
+        sent = 0
+        while not events and sent < MAX_PUBLISHES:
+            pch.basic_publish("", q, BODY)
+            sent += 1
+            pub.process_data_events(time_limit=0.01)
+        pump_until(pub, lambda: events, 30, "connection.blocked")
+        assert events[0] == ("blocked", "low on memory"), events
+        assert sent < MAX_PUBLISHES
+
+        # Another connection, which never published, still consumes.
+        con = pika.BlockingConnection(params(b))
+        cch = con.channel()
+        drained = 0
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 5:
+            m, _, body = cch.basic_get(q, auto_ack=True)
+            if m is None:
+                time.sleep(0.05)
+                continue
+            assert body == BODY
+            drained += 1
+            idle_since = time.monotonic()
+        assert drained > 0
+
+        pump_until(pub, lambda: ("unblocked", None) in events, 60, "connection.unblocked")
+        pch.basic_publish("", q, b"after the alarm")
+        deadline = time.monotonic() + 30
+        while True:
+            m, _, body = cch.basic_get(q, auto_ack=True)
+            if m is not None and body == b"after the alarm":
+                break
+            assert time.monotonic() < deadline, "publishing did not resume"
+            if m is None:
+                time.sleep(0.05)
+        pub.close()
+        con.close()
+        with open(b.log_path) as f:
+            log = f.read()
+        assert "memory alarm set" in log and "memory alarm cleared" in log
+        assert b.alive()
+    finally:
+        b.cleanup()
+
+
+@pytest.mark.timeout(120)
+def test_disk_alarm_blocks_publisher_consumer_served():
+    b = own_broker("--disk-free-limit", str(10 ** 18))  # more than any disk has free
+    try:
+        pub = pika.BlockingConnection(params(b))
+        events = watch_blocking(pub)
+        pch = pub.channel()
+        q = uname("disk")
+        pch.queue_declare(q)
+        pch.basic_publish("", q, b"held")
+        pump_until(pub, lambda: events, 30, "connection.blocked")
+        assert events == [("blocked", "low on disk")]
+
+        # The publish method was read; its content waits unread in the socket, as RabbitMQ
+        # does. A connection that never published is still served.
+        con = pika.BlockingConnection(params(b))
+        cch = con.channel()
+        assert cch.queue_declare(q, passive=True).method.message_count == 0
+        other = cch.queue_declare("", exclusive=True).method.queue
+        cch.queue_bind(other, "amq.fanout")
+        assert cch.basic_get(q)[0] is None
+        con.close()
+        with open(b.log_path) as f:
+            assert "disk alarm set" in f.read()
+        assert b.alive()
+    finally:
+        b.cleanup()
