@@ -23,7 +23,8 @@ Broker::Broker(Options options, std::unique_ptr<Persistence> persistence)
       tick_timer_(io_),
       accept_retry_timer_(io_),
       signals_(io_),
-      persistence_(persistence ? std::move(persistence) : std::make_unique<Persistence>()) {
+      persistence_(persistence ? std::move(persistence) : std::make_unique<Persistence>()),
+      tasks_(std::make_unique<tasks::TaskTracker>(tasks::TrackerOptions{}, nullptr)) {
   vhosts_.emplace("/", std::make_unique<Vhost>("/", *this));
 }
 
@@ -39,6 +40,8 @@ std::string Broker::open_store(const std::string& dir) {
   auto p = std::make_unique<StorePersistence>(*store_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); });
   last_message_id_ = std::max(last_message_id_, p->restore(*vhosts_.at("/")));
   persistence_ = std::move(p);
+  tasks_ = std::make_unique<tasks::TaskTracker>(tasks::TrackerOptions{}, store_.get());
+  tasks_->restore();
   spdlog::info("data directory {}", dir);
   return {};
 }
@@ -82,6 +85,7 @@ void Broker::stop() {
   auto conns = connections_;
   for (auto& [_, c] : conns)
     c->close(ReplyCode::kConnectionForced, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'");
+  tasks_->flush();
   persistence_->after_commit([](bool) {});  // whatever the last turn wrote
   if (store_) {
     const store::StoreCounters c = store_->counters();
@@ -121,6 +125,7 @@ void Broker::arm_tick() {
     if (ec) return;
     const std::int64_t now = now_ms();
     for (auto& [_, vh] : vhosts_) vh->tick(now);
+    tasks_->tick(static_cast<double>(now) / 1000.0);
     arm_tick();
   });
 }

@@ -16,6 +16,7 @@
 #include "broker/options.hpp"
 #include "broker/persistence.hpp"
 #include "broker/store/store.hpp"
+#include "broker/tasks/tracker/task_tracker.hpp"
 #include "broker/vhost.hpp"
 
 namespace mb::broker {
@@ -43,6 +44,10 @@ class Broker : public VhostEnv {
   std::string authenticate(std::string_view user, std::string_view password, bool loopback) const;
   void remove_connection(std::uint64_t id);
   std::size_t connection_count() const { return connections_.size(); }
+  // For the management API (read on the loop only).
+  const std::unordered_map<std::uint64_t, ConnectionPtr>& connections() const { return connections_; }
+  const std::unordered_map<std::string, std::unique_ptr<Vhost>>& vhosts() const { return vhosts_; }
+  tasks::TaskTracker& tasks() { return *tasks_; }
 
   // VhostEnv
   std::int64_t now_ms() const override;
@@ -52,6 +57,13 @@ class Broker : public VhostEnv {
   std::string register_direct_reply(const std::shared_ptr<Consumer>& c) override;
   void unregister_direct_reply(const std::string& key) override { direct_replies_.erase(key); }
   std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const override;
+  bool task_published(std::string_view exchange, std::string_view routing_key, const amqp::PropertiesSummary& props,
+                      std::string_view body) override {
+    return tasks_->on_publish(exchange, routing_key, props, body, static_cast<double>(now_ms()) / 1000.0);
+  }
+  void task_delivered(const Message& msg) override {
+    tasks_->on_delivered(msg.properties, static_cast<double>(now_ms()) / 1000.0);
+  }
 
  private:
   void accept();
@@ -66,6 +78,7 @@ class Broker : public VhostEnv {
   asio::signal_set signals_;
   std::unique_ptr<store::Store> store_;  // declared before persistence_, which uses it
   std::unique_ptr<Persistence> persistence_;
+  std::unique_ptr<tasks::TaskTracker> tasks_;  // after store_, which it writes to
   std::unordered_map<std::string, std::unique_ptr<Vhost>> vhosts_;
   std::unordered_map<std::uint64_t, ConnectionPtr> connections_;
   StringMap<std::weak_ptr<Consumer>> direct_replies_;

@@ -201,6 +201,8 @@ void Channel::finish_publish() {
   if (s.has_user_id && s.user_id != host_.user())
     channel_error(ReplyCode::kPreconditionFailed, "user_id property set to '{}' but authenticated user was '{}'",
                   s.user_id, host_.user());
+  // Before the direct reply-to rewrite below, which invalidates the views in s.
+  const bool task = env.task_published(pending_.exchange->name(), pending_.routing_key, s, pending_.body);
   if (s.reply_to == kDirectReplyQueue) {
     if (reply_key_.empty())
       channel_error(ReplyCode::kPreconditionFailed, "fast reply consumer does not exist");
@@ -217,6 +219,7 @@ void Channel::finish_publish() {
   msg->delivery_mode = s.delivery_mode;
   msg->priority = s.priority;
   msg->has_headers = s.has_headers;
+  msg->task = task;
   if (s.has_expiration) msg->expiration_ms = parse_expiration(s.expiration);
   pending_.properties = std::string();
   pending_.body = std::string();
@@ -293,6 +296,7 @@ void Channel::send_content(const Message& msg) {
 }
 
 void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
+  if (e.msg->task) host_.env().task_delivered(*e.msg);
   // Queues with x-delivery-limit count deliveries as RabbitMQ's quorum queues
   // do: a redelivery carries x-delivery-count = earlier deliveries.
   if (q != nullptr && q->args().delivery_limit && e.delivery_count > 1) {

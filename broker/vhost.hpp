@@ -16,6 +16,7 @@
 #include "broker/persistence.hpp"
 #include "broker/queue.hpp"
 #include "broker/string_map.hpp"
+#include "common/amqp/properties.hpp"
 
 namespace mb::broker {
 
@@ -31,6 +32,13 @@ class VhostEnv {
   virtual std::string register_direct_reply(const std::shared_ptr<Consumer>& c) = 0;
   virtual void unregister_direct_reply(const std::string& key) = 0;
   virtual std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const = 0;
+  // The task tracker (broker/tasks/): every publish, before routing; true when
+  // the message is a task message, whose deliveries are then reported.
+  virtual bool task_published(std::string_view /*exchange*/, std::string_view /*routing_key*/,
+                              const amqp::PropertiesSummary& /*props*/, std::string_view /*body*/) {
+    return false;
+  }
+  virtual void task_delivered(const Message& /*msg*/) {}
 };
 
 inline constexpr std::string_view kDirectReplyQueue = "amq.rabbitmq.reply-to";
