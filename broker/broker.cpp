@@ -130,6 +130,12 @@ void Broker::arm_tick() {
   });
 }
 
+std::uint16_t Broker::amqp_port() const {
+  asio::error_code ec;
+  const auto ep = acceptor_.local_endpoint(ec);
+  return ec ? 0 : ep.port();
+}
+
 Vhost* Broker::find_vhost(std::string_view name) {
   auto it = vhosts_.find(std::string(name));
   return it == vhosts_.end() ? nullptr : it->second.get();

@@ -39,6 +39,8 @@ class Broker : public VhostEnv {
 
   asio::io_context& io() { return io_; }
   const Options& options() const { return options_; }
+  // The bound AMQP port (0 before start()).
+  std::uint16_t amqp_port() const;
   Vhost* find_vhost(std::string_view name);
   // Checks a login; returns the refusal text or empty when accepted.
   std::string authenticate(std::string_view user, std::string_view password, bool loopback) const;

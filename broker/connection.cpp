@@ -80,6 +80,9 @@ Connection::Connection(Broker& broker, asio::ip::tcp::socket socket, std::uint64
     peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
     loopback_ = ep.address().is_loopback();
   }
+  auto local = socket_.local_endpoint(ec);
+  name_ = ec ? peer_ : peer_ + " -> " + local.address().to_string() + ":" + std::to_string(local.port());
+  connected_at_ms_ = broker.now_ms();
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
 }
 
@@ -419,6 +422,7 @@ void Connection::on_start_ok(const amqp::ConnectionStartOk& m) {
     connection_error(ReplyCode::kAccessRefused, "{}", refusal);
   }
   user_ = std::move(user);
+  client_properties_ = m.client_properties;
   const Options& o = broker_.options();
   amqp::write_method(out(), 0, amqp::ConnectionTune{o.channel_max, o.frame_max, o.heartbeat});
   state_ = State::kTuneSent;

@@ -21,10 +21,12 @@ void raise_fd_limit() {
 }  // namespace
 
 #include "broker/broker.hpp"
+#include "broker/ctl.hpp"
 #include "broker/http/routes.hpp"
 #include "broker/http/server.hpp"
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "ctl") return mb::ctl::run(argc - 1, argv + 1);
   mb::broker::Options o;
   CLI::App app{"minibroker: a self-contained AMQP 0-9-1 broker"};
   app.add_option("--port", o.port, "AMQP port (0 picks a free one)")->capture_default_str();

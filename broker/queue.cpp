@@ -127,7 +127,7 @@ Queue::EnqueueResult Queue::enqueue(MessagePtr msg, std::int64_t now_ms) {
     return EnqueueResult::kRejected;
   }
   ++published;
-  QueueEntry e{next_seq_++, msg, expiry_for(*msg, now_ms), 0, false};
+  QueueEntry e{next_seq_++, msg, expiry_for(*msg, now_ms), 0, false, now_ms};
   ready_bytes_ += msg->body_size();
   ++ready_count_;
   hooks_->enqueued(*this, e);
@@ -248,6 +248,21 @@ void Queue::reject(QueueEntry&& e, bool requeue_it) {
   if (unacked_count_ > 0) --unacked_count_;
   if (args_.dead_letter_exchange && !deleted_) hooks_->dead_letter(*this, e, DeathReason::kRejected);
   hooks_->removed(*this, e);
+}
+
+bool Queue::remove_ready(std::uint64_t seq) {
+  for (auto& level : levels_) {
+    auto it = std::lower_bound(level.begin(), level.end(), seq,
+                               [](const QueueEntry& x, std::uint64_t s) { return x.seq < s; });
+    if (it == level.end() || it->seq != seq) continue;
+    QueueEntry e = std::move(*it);
+    level.erase(it);
+    --ready_count_;
+    ready_bytes_ -= e.msg->body_size();
+    hooks_->removed(*this, e);
+    return true;
+  }
+  return false;
 }
 
 std::size_t Queue::purge() {

@@ -105,6 +105,11 @@ class Vhost : public QueueHooks {
     delayed_.emplace(due_ms, Delayed{x->name(), msg});
   }
   std::size_t delayed_count() const { return delayed_.size(); }
+  // Calls f(due_ms, exchange name, message) for each delayed message, soonest first.
+  template <typename F>
+  void visit_delayed(F&& f) const {
+    for (const auto& [due, d] : delayed_) f(due, d.exchange, d.msg);
+  }
 
   // Housekeeping run by the broker's timer: expiry at queue heads, x-expires.
   void tick(std::int64_t now_ms);

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "broker/broker.hpp"
+#include "broker/http/base64.hpp"
 
 namespace mb::http {
 namespace {
@@ -28,34 +29,6 @@ std::string_view content_type_for(std::string_view path) {
   for (const Ext& e : kTypes)
     if (path.ends_with(e.ext)) return e.type;
   return "application/octet-stream";
-}
-
-// RFC 4648 base64 (the Authorization header); nullopt on malformed input.
-std::optional<std::string> base64_decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    const int v = value(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
-    }
-  }
-  return out;
 }
 
 struct Credentials {
