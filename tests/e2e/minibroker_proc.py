@@ -38,7 +38,7 @@ def check_binary(binary):
 
 
 class MinibrokerProc:
-    def __init__(self, binary=None, port=None, base_dir=None, loglevel="info"):
+    def __init__(self, binary=None, port=None, base_dir=None, loglevel="info", extra_args=()):
         self.binary = binary or default_binary()
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -47,6 +47,7 @@ class MinibrokerProc:
         self.data_dir = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "broker.log")
         self.loglevel = loglevel
+        self.extra_args = list(extra_args)  # e.g. ["--http-port", "P"]
         self.proc = None
 
     @property
@@ -64,7 +65,7 @@ class MinibrokerProc:
         log.flush()
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--data-dir", self.data_dir, "--loglevel", self.loglevel],
+             "--data-dir", self.data_dir, "--loglevel", self.loglevel] + self.extra_args,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()

@@ -246,6 +246,7 @@ TEST_CASE("malformed input is counted and ignored, never thrown") {
   bad.body = "garbage, not a capnp message";
   CHECK_FALSE(publish(t, bad, kT0));
   CHECK(t.malformed() == 2);
+  CHECK(t.find("b-1") == nullptr);  // a bad message leaves no record behind
   publish(t, celery_task("ok-1", "add"), kT0);
   publish(t, celery_result("ok-1", "{truncated"), kT0);
   CHECK(t.malformed() == 3);

@@ -38,6 +38,9 @@ constexpr std::string_view kWorkerKey = "task/w/";
 constexpr double kHeartbeatExpireFactor = 2.0;
 // Celery's default heartbeat interval, for heartbeats that do not say.
 constexpr double kDefaultHeartbeatFreq = 2.0;
+// A worker's liveness alone (a heartbeat every 2 s) is written to the store at
+// most this often, so an idle worker costs no fsync per flush interval.
+constexpr double kWorkerWriteInterval = 60.0;
 
 // Malformed input is logged for the first few occurrences, then every Nth,
 // so a misbehaving publisher cannot flood the log.
@@ -231,46 +234,50 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
   const auto name = header_string(h, "task");
   const auto id = header_string(h, "id");
   if (!name || !id || id->empty()) return false;  // a `task` header that is not a task message
-  const bool existed = tasks_.contains(*id);
-  TaskRecord& t = touch_task(*id, now);
-  TaskTypeStats& stats = types_[std::string(*name)];
-  ++stats.published;
-  dirty_types_.insert(std::string(*name));
   std::uint32_t retries = 0;
   if (const amqp::FieldValue* v = h.find("retries")) retries = static_cast<std::uint32_t>(v->as_int().value_or(0));
-  if (existed && retries > t.retries) {
-    ++stats.retried;  // Celery's retry re-publishes the task with the same id and retries + 1
-  }
-  t.name.assign(*name);
-  t.retries = retries;
-  t.exchange.assign(exchange);
-  t.routing_key.assign(routing_key);
-  t.sent = now;
-  t.received = t.started = t.finished = t.runtime = 0;
-  t.result.clear();
-  set_state(t, TaskState::kPending);
 
+  // Everything that can fail on a malformed body first, so a bad message leaves no record.
+  std::string format, args, kwargs;
   if (props.content_type == task::kCapnpContentType) {
-    t.format = "capnp";
+    format = "capnp";
     const task::TaskMessage m = task::decode_task_capnp(body);
-    t.args = clip(task::value_to_json(task::Value(m.args)).dump());
-    t.kwargs = clip(task::value_to_json(task::Value(m.kwargs)).dump());
+    args = clip(task::value_to_json(task::Value(m.args)).dump());
+    kwargs = clip(task::value_to_json(task::Value(m.kwargs)).dump());
   } else {
-    t.format = "celery";
+    format = "celery";
     const auto argsrepr = header_string(h, "argsrepr");
     const auto kwargsrepr = header_string(h, "kwargsrepr");
     if (argsrepr && kwargsrepr) {
-      t.args = clip(*argsrepr);
-      t.kwargs = clip(*kwargsrepr);
+      args = clip(*argsrepr);
+      kwargs = clip(*kwargsrepr);
     } else if (props.content_type == task::kJsonContentType) {
       // Protocol v2 body: [args, kwargs, embed].
       const json b = json::parse(body);
       if (b.is_array() && b.size() >= 2) {
-        t.args = clip(b[0].dump());
-        t.kwargs = clip(b[1].dump());
+        args = clip(b[0].dump());
+        kwargs = clip(b[1].dump());
       }
     }
   }
+
+  const bool existed = tasks_.contains(*id);
+  TaskRecord& t = touch_task(*id, now);
+  TaskTypeStats& stats = types_[std::string(*name)];
+  ++stats.published;
+  if (existed && retries > t.retries) ++stats.retried;  // Celery's retry re-publishes the same id with retries + 1
+  dirty_types_.insert(std::string(*name));
+  t.name.assign(*name);
+  t.retries = retries;
+  t.exchange.assign(exchange);
+  t.routing_key.assign(routing_key);
+  t.format = std::move(format);
+  t.args = std::move(args);
+  t.kwargs = std::move(kwargs);
+  t.sent = now;
+  t.received = t.started = t.finished = t.runtime = 0;
+  t.result.clear();
+  set_state(t, TaskState::kPending);
   mark(t);
   return true;
 }
@@ -280,7 +287,8 @@ void TaskTracker::on_delivered(std::string_view encoded_properties, double now) 
     const amqp::PropertiesSummary props = amqp::summarize_properties(encoded_properties);
     if (!props.has_headers) return;
     amqp::Reader r(props.headers);
-    const auto id = header_string(amqp::decode_table(r), "id");
+    const amqp::FieldTable headers = amqp::decode_table(r);
+    const auto id = header_string(headers, "id");
     if (!id) return;
     auto it = tasks_.find(*id);
     if (it == tasks_.end()) return;  // evicted meanwhile
@@ -414,11 +422,10 @@ void TaskTracker::observe_event(const json& e, double now) {
 
 void TaskTracker::observe_worker_event(const json& e, std::string_view type, double at) {
   WorkerRecord& w = touch_worker(string_or_empty(e, "hostname"), at);
-  if (type == "worker-offline") {
-    w.offline = true;
-    return;
-  }
-  w.offline = false;
+  const bool was_offline = w.offline;
+  w.offline = type == "worker-offline";
+  if (w.offline != was_offline) mark(w, at);  // a restart must not lose this
+  if (w.offline) return;
   w.last_heartbeat = at;  // online and heartbeat events both prove it alive
   w.freq = number_or(e, "freq", w.freq);
   w.active = static_cast<std::int64_t>(number_or(e, "active", static_cast<double>(w.active)));
@@ -503,10 +510,12 @@ WorkerRecord& TaskTracker::touch_worker(std::string_view hostname, double now) {
     it = workers_.emplace(std::string(hostname), WorkerRecord{}).first;
     it->second.hostname = it->first;
     it->second.first_seen = now;
+    mark(it->second, now);
   }
-  it->second.last_seen = std::max(it->second.last_seen, now);
-  dirty_workers_.insert(it->first);
-  return it->second;
+  WorkerRecord& w = it->second;
+  w.last_seen = std::max(w.last_seen, now);
+  if (now - w.written_at >= kWorkerWriteInterval) mark(w, now);
+  return w;
 }
 
 std::string TaskTracker::clip(std::string_view text) const {

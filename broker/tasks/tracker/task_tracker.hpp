@@ -105,6 +105,7 @@ struct WorkerRecord {
   std::vector<double> loadavg;
   std::string software;     // "py-celery 5.2.6"
   std::uint64_t results = 0;  // results the broker saw it publish (Cap'n Proto results name the worker)
+  double written_at = 0;      // when last queued for the store (not itself stored)
 };
 
 struct TrackerOptions {
@@ -176,6 +177,10 @@ class TaskTracker {
   void finish(TaskRecord& t, TaskState s, double at, double runtime);
   void set_state(TaskRecord& t, TaskState s);
   WorkerRecord& touch_worker(std::string_view hostname, double now);
+  void mark(WorkerRecord& w, double now) {
+    w.written_at = now;
+    dirty_workers_.insert(w.hostname);
+  }
   void evict_oldest();
   void mark(const TaskRecord& t) { dirty_tasks_.insert(t.id); }
   std::string clip(std::string_view text) const;
