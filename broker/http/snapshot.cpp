@@ -742,7 +742,8 @@ Outcome get_messages(Vhost& vh, broker::VhostEnv& env, const std::string& name, 
   if (encoding != "auto" && encoding != "base64") return error_outcome(400, "unknown encoding " + encoding);
   const std::int64_t count = std::clamp<std::int64_t>(count_it->get<std::int64_t>(), 0, kMaxGetCount);
   std::size_t truncate = std::numeric_limits<std::size_t>::max();
-  if (auto t = body.find("truncate"); t != body.end() && t->is_number_unsigned()) truncate = t->get<std::size_t>();
+  if (auto t = body.find("truncate"); t != body.end() && t->is_number_integer() && t->get<std::int64_t>() >= 0)
+    truncate = t->get<std::size_t>();
 
   const std::int64_t now = env.now_ms();
   std::vector<broker::QueueEntry> taken;
@@ -864,7 +865,8 @@ Outcome delete_message(Vhost& vh, const std::string& name, const json& body) {
   auto id_it = body.find("message_id");
   if ((pos_it == body.end()) == (id_it == body.end()))
     return error_outcome(400, "give exactly one of position and message_id");
-  if (pos_it != body.end() && !pos_it->is_number_unsigned()) return error_outcome(400, "position must be >= 0");
+  if (pos_it != body.end() && !(pos_it->is_number_integer() && pos_it->get<std::int64_t>() >= 0))
+    return error_outcome(400, "position must be an integer >= 0");
   if (id_it != body.end() && !id_it->is_string()) return error_outcome(400, "message_id must be a string");
   std::size_t position = 0;
   const auto& levels = q->ready_levels();
