@@ -15,6 +15,8 @@ class LineChart {
     this.unit = options.unit || "";
     // Points older than the window scroll off: five minutes at a 2 s poll is 150 points a series.
     this.windowMs = options.windowMs || 5 * 60 * 1000;
+    // A fresh page shows at least this much time, and widens as points accumulate.
+    this.minWindowMs = Math.min(this.windowMs, 60 * 1000);
     this.height = options.height || 180;
     this.points = [];  // [timeMs, [values...]]
     this.element.classList.add("chart");
@@ -36,11 +38,13 @@ class LineChart {
     svg.setAttribute("height", height);
 
     const now = this.points.length ? this.points[this.points.length - 1][0] : Date.now();
-    const t0 = now - this.windowMs;
+    const first = this.points.length ? this.points[0][0] : now;
+    const span = Math.min(this.windowMs, Math.max(this.minWindowMs, now - first));
+    const t0 = now - span;
     let max = 0;
     for (const [, vs] of this.points) for (const v of vs) if (Number.isFinite(v)) max = Math.max(max, v);
     max = niceCeil(max);
-    const x = (t) => pad.left + ((t - t0) / this.windowMs) * (width - pad.left - pad.right);
+    const x = (t) => pad.left + ((t - t0) / span) * (width - pad.left - pad.right);
     const y = (v) => height - pad.bottom - (v / max) * (height - pad.top - pad.bottom);
 
     for (let i = 0; i <= 4; i++) {
@@ -48,9 +52,11 @@ class LineChart {
       line(svg, pad.left, y(v), width - pad.right, y(v), "grid");
       text(svg, pad.left - 6, y(v) + 4, formatNumber(v), "axis end");
     }
-    for (let m = 0; m <= this.windowMs / 60000; m++) {
-      const t = now - m * 60000;
-      text(svg, x(t), height - 6, m === 0 ? "now" : `-${m}m`, "axis middle");
+    const step = span <= 2 * 60000 ? 15000 : 60000;  // a label every 15 s, or every minute
+    for (let k = 0; k * step <= span; k++) {
+      const ago = k * step;
+      const label = k === 0 ? "now" : step < 60000 ? `-${ago / 1000}s` : `-${ago / 60000}m`;
+      text(svg, x(now - ago), height - 6, label, "axis middle");
     }
     this.series.forEach((s, i) => {
       const pts = this.points.filter(([t]) => t >= t0).map(([t, vs]) => `${x(t).toFixed(1)},${y(vs[i] || 0).toFixed(1)}`);
