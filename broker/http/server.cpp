@@ -123,7 +123,8 @@ httplib::Server::HandlerResponse HttpServer::check_auth(const Request& req, Resp
   spdlog::warn("http: {} {} from {}: login refused ({})", req.method, req.path, req.remote_addr,
                creds ? creds->user + ": " + refusal : refusal);
   res.set_header("WWW-Authenticate", kAuthChallenge);
-  reply_json(res, 401, {{"error", "not_authorised"}, {"reason", "Login failed"}});
+  res.status = 401;  // with no body, as RabbitMQ answers
+  res.set_content("", "text/plain");
   return HR::Handled;
 }
 

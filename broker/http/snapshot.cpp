@@ -385,7 +385,10 @@ json connection_json(const Connection& c) {
               {"frame_max", c.frame_max()},
               {"timeout", c.heartbeat()},
               {"connected_at", c.connected_at_ms()},
-              {"client_properties", to_json(c.client_properties())}};
+              {"client_properties", to_json(c.client_properties())},
+              {"user_provided_name", c.client_properties().find("connection_name")
+                                         ? field_value_json(*c.client_properties().find("connection_name"))
+                                         : json(nullptr)}};
 }
 
 json channel_json(const Connection& c, const Channel& ch) {
@@ -689,15 +692,16 @@ Outcome purge_queue(Vhost& vh, const std::string& name) {
 
 Outcome put_exchange(Vhost& vh, const std::string& path_name, const json& body) {
   if (!body.is_object()) return error_outcome(400, "body must be a JSON object");
+  // RabbitMQ declares a direct exchange when the body names no type.
   auto type = body.find("type");
-  if (type == body.end() || !type->is_string()) return error_outcome(400, "{key_missing,type}");
+  if (type != body.end() && !type->is_string()) return error_outcome(400, "type must be a string");
   std::optional<bool> durable = body_bool(body, "durable", true);
   std::optional<bool> auto_delete = body_bool(body, "auto_delete", false);
   std::optional<bool> internal = body_bool(body, "internal", false);
   if (!durable || !auto_delete || !internal) return error_outcome(400, "durable, auto_delete and internal must be booleans");
   std::optional<amqp::FieldTable> args = table_from_json(body.value("arguments", json::object()));
   if (!args) return error_outcome(400, "arguments must be an object of AMQP values");
-  const std::string type_name = type->get<std::string>();
+  const std::string type_name = type == body.end() ? "direct" : type->get<std::string>();
   try {
     broker::ExchangeDeclare d;
     d.name = exchange_name_from_path(path_name);

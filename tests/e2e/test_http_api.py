@@ -53,6 +53,14 @@ OVERVIEW_KEYS = {"management_version", "rabbitmq_version", "product_name", "prod
                  "listeners", "rates_mode"}
 NOT_FOUND = {"error": "Object Not Found", "reason": "Not Found"}
 
+# What RabbitMQ 3.10.8 with the management plugin answered to the same requests,
+# captured once (tests/data/mgmt/README.md says how): status codes and key sets
+# are compared, never values.
+RABBIT = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "mgmt",
+                                     "rabbitmq-3.10.json")))
+# Fields minibroker adds beyond RabbitMQ (documented in README.md).
+OUR_EXTRAS = {"oldest_ready_age_ms", "oldest_unacked_age_ms"}
+
 
 class HttpBroker:
     """A minibroker with the management API on its own free port."""
@@ -144,8 +152,8 @@ V = "%2F"  # the default vhost, URL-encoded as RabbitMQ expects
 def test_unauthenticated_gets_401_with_challenge(mb):
     status, body, headers = mb.request("GET", "/api/overview", user=None)
     assert status == 401
-    assert headers.get("WWW-Authenticate", "").startswith("Basic ")
-    assert set(body) == {"error", "reason"}
+    assert headers.get("WWW-Authenticate") == RABBIT["unauthenticated"]["www_authenticate"]
+    assert body == RABBIT["unauthenticated"]["body"]
 
 
 def test_wrong_password_gets_401(mb):
@@ -332,7 +340,8 @@ def test_put_and_delete_exchange(mb):
     assert mb.request("PUT", path, {"type": "fanout", "durable": False})[0] == 201
     assert mb.get(path)["type"] == "fanout"
     assert mb.request("PUT", path, {"type": "topic", "durable": False})[0] == 400
-    assert mb.request("PUT", path, {"durable": False})[0] == 400  # type is required
+    assert mb.request("PUT", path + "-direct", {"durable": False})[0] == 201  # direct, as RabbitMQ
+    assert mb.get(path + "-direct")["type"] == "direct"
     assert mb.request("DELETE", path)[0] == 204
     assert mb.request("DELETE", path)[0] == 404
 
@@ -543,3 +552,90 @@ def test_http_port_zero_turns_the_api_off(tmp_path):
     finally:
         os.killpg(p.pid, signal.SIGTERM)
         p.wait(timeout=15)
+
+
+# --- shapes against RabbitMQ's captured answers ---
+
+def _keys(obj):
+    return set(obj) - OUR_EXTRAS
+
+
+@pytest.mark.parametrize("sample,path", [
+    ("overview", "/api/overview"), ("queues", "/api/queues/%2F"), ("exchanges", "/api/exchanges/%2F"),
+    ("bindings", "/api/bindings/%2F"), ("connections", "/api/connections"), ("channels", "/api/channels"),
+    ("consumers", "/api/consumers/%2F"), ("vhosts", "/api/vhosts"), ("whoami", "/api/whoami"),
+    ("alarms", "/api/health/checks/alarms")])
+def test_field_names_are_rabbitmqs(mb, sample, path):
+    """Every field we send is one RabbitMQ sends under the same name (nested objects too)."""
+    name = uname("shape")
+    conn = mb.amqp()
+    try:
+        ch = conn.channel()
+        ch.queue_declare(name, durable=True, arguments={"x-max-length": 100})
+        ch.queue_bind(name, "amq.topic", "a.*", arguments={"k": "v"})
+        ch.basic_publish("", name, b"x")
+        ch.basic_consume(name, lambda *a: None)
+        ours = mb.get(path)
+        theirs = RABBIT[sample]["body"]
+        if isinstance(theirs, list):
+            assert ours, path
+            ours, theirs = ours[0], theirs[0]
+        assert _keys(ours) <= set(theirs), sorted(_keys(ours) - set(theirs))
+        for k, v in ours.items():
+            if isinstance(v, dict) and isinstance(theirs.get(k), dict) and k not in ("arguments", "client_properties"):
+                assert set(v) <= set(theirs[k]), (k, sorted(set(v) - set(theirs[k])))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sample,method,path,body", [
+    ("put_queue_created", "PUT", "/api/queues/%2F/{q}", {"durable": False}),
+    ("put_queue_existing", "PUT", "/api/queues/%2F/{q}", {"durable": False}),
+    ("put_queue_inequivalent", "PUT", "/api/queues/%2F/{q}", {"durable": True}),
+    ("publish", "POST", "/api/exchanges/%2F/amq.default/publish",
+     {"routing_key": "{q}", "payload": "x", "payload_encoding": "string", "properties": {"message_id": "p1"}}),
+    ("publish_unroutable", "POST", "/api/exchanges/%2F/amq.default/publish",
+     {"routing_key": "nowhere", "payload": "x", "payload_encoding": "string", "properties": {}}),
+    ("get", "POST", "/api/queues/%2F/{q}/get", {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto"}),
+    ("purge", "DELETE", "/api/queues/%2F/{q}/contents", None),
+    ("delete_queue", "DELETE", "/api/queues/%2F/{q}", None),
+    ("delete_queue_missing", "DELETE", "/api/queues/%2F/{q}", None),
+    ("put_exchange_no_type", "PUT", "/api/exchanges/%2F/{x}", {"durable": False}),
+    ("put_exchange_created", "PUT", "/api/exchanges/%2F/{x}", {"type": "fanout", "durable": False}),
+    ("delete_exchange", "DELETE", "/api/exchanges/%2F/{x}", None),
+    ("not_found", "GET", "/api/queues/%2F/nope-{q}", None),
+])
+def test_command_answers_match_rabbitmq(mb, sample, method, path, body):
+    """The same sequence RabbitMQ was sent, on fresh names: same status, same body shape."""
+    names = test_command_answers_match_rabbitmq.names
+    fill = lambda s: s.replace("{q}", names["q"]).replace("{x}", names["x"])
+    if body is not None:
+        body = json.loads(fill(json.dumps(body)))
+    status, ours, _ = mb.request(method, fill(path), body)
+    theirs = RABBIT[sample]
+    assert status == theirs["status"], (sample, ours)
+    if isinstance(theirs["body"], dict):
+        assert set(ours) == set(theirs["body"])
+        if "error" in theirs["body"]:
+            assert ours["error"] == theirs["body"]["error"]
+    elif isinstance(theirs["body"], list):
+        assert len(ours) == len(theirs["body"]) and set(ours[0]) == set(theirs["body"][0])
+    else:
+        assert ours is None
+
+
+test_command_answers_match_rabbitmq.names = {"q": uname("cmp"), "x": uname("cmpx")}
+
+
+def test_close_connection_text_matches_rabbitmq(mb):
+    conn = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", mb.port, heartbeat=0, client_properties={"connection_name": "to-close-default"}))
+    c = next(c for c in mb.get("/api/connections")
+             if c["client_properties"].get("connection_name") == "to-close-default")
+    assert c["user_provided_name"] == "to-close-default"
+    status, _, _ = mb.request("DELETE", "/api/connections/" + q(c["name"]))
+    assert status == RABBIT["close_connection"]["status"]
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as e:
+        for _ in range(100):
+            conn.process_data_events(0.1)
+    assert [e.value.reply_code, e.value.reply_text] == RABBIT["close_connection"]["amqp_close"]

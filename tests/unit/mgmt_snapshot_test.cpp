@@ -155,7 +155,9 @@ TEST_CASE("put_exchange / delete_exchange") {
   CHECK(mgmt::put_exchange(f.vh, "x", json{{"type", "fanout"}}).status == 201);
   CHECK(mgmt::put_exchange(f.vh, "x", json{{"type", "fanout"}}).status == 204);
   CHECK(mgmt::put_exchange(f.vh, "x", json{{"type", "topic"}}).status == 400);
-  CHECK(mgmt::put_exchange(f.vh, "y", json::object()).status == 400);
+  CHECK(mgmt::put_exchange(f.vh, "y", json::object()).status == 201);  // direct, as RabbitMQ
+  CHECK(f.vh.find_exchange("y")->type() == broker::ExchangeType::kDirect);
+  CHECK(mgmt::put_exchange(f.vh, "z", json{{"type", 1}}).status == 400);
   CHECK(mgmt::put_exchange(f.vh, "amq.default", json{{"type", "direct"}}).status == 403);
   CHECK(mgmt::delete_exchange(f.vh, "x", false).status == 204);
   CHECK(mgmt::delete_exchange(f.vh, "x", false).status == 404);
