@@ -253,6 +253,25 @@ TEST_CASE("malformed input is counted and ignored, never thrown") {
   CHECK(t.find("ok-1")->state == TaskState::kPending);
 }
 
+TEST_CASE("bytes that are not UTF-8 are served and stored as U+FFFD, never thrown") {
+  auto post = [](std::function<void()> fn) { fn(); };
+  mb::store::MemoryStore store(post);
+  TaskTracker t({}, &store);
+  mb::task::TaskMessage m;
+  m.id = "u-1";
+  m.name = "bytes.task";
+  m.args = {mb::task::Value(mb::task::Bytes(std::string("\xff\xfe", 2)))};
+  Published task = capnp_task("u-1", "bytes.task");
+  task.body = mb::task::encode_task_capnp(m);
+  REQUIRE(publish(t, task, kT0, "", std::string("key\xc3", 4)));
+  const auto j = t.task("u-1");
+  REQUIRE(j.has_value());
+  CHECK((*j)["routing_key"] == "key\xef\xbf\xbd");
+  CHECK_NOTHROW(j->dump());
+  CHECK_NOTHROW(t.flush());
+  CHECK_NOTHROW(t.list_tasks({}).dump());
+}
+
 TEST_CASE("list filters by state and name, newest first") {
   TaskTracker t({}, nullptr);
   publish(t, celery_task("a", "x"), kT0);

@@ -66,7 +66,41 @@ std::optional<std::string_view> header_string(const amqp::FieldTable& h, std::st
   return v ? v->as_string() : std::nullopt;
 }
 
-std::string json_text(const json& j) { return j.is_string() ? j.get<std::string>() : j.dump(); }
+// Peers put any bytes in headers, routing keys and bodies; JSON must be UTF-8.
+// Invalid sequences become U+FFFD, as a browser would show them.
+std::string valid_utf8(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  std::size_t i = 0;
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= in.size();
+    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+    if (ok && n == 2) ok = c >= 0xC2;  // no overlong forms
+    if (ok && n == 3) {
+      const auto c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);  // overlong, surrogates
+    }
+    if (ok && n == 4) {
+      const auto c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90) && c <= 0xF4;
+    }
+    if (ok) {
+      out.append(in.substr(i, n));
+      i += n;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  return out;
+}
+
+// Serialises without throwing on invalid UTF-8 (replaced), for anything built from peer input.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string json_text(const json& j) { return j.is_string() ? j.get<std::string>() : dump(j); }
 
 double number_or(const json& e, const char* key, double fallback) {
   auto it = e.find(key);
@@ -98,7 +132,7 @@ std::string celery_error(const json& r) {
 }
 
 json task_to_json(const TaskRecord& t) {
-  return json{{"id", t.id},
+  return json{{"id", valid_utf8(t.id)},
               {"name", t.name},
               {"state", state_name(t.state)},
               {"args", t.args},
@@ -166,7 +200,7 @@ TaskTypeStats stats_from_json(const json& j) {
 }
 
 json worker_to_json(const WorkerRecord& w) {
-  return json{{"hostname", w.hostname},   {"offline", w.offline},   {"first_seen", w.first_seen},
+  return json{{"hostname", valid_utf8(w.hostname)},   {"offline", w.offline},   {"first_seen", w.first_seen},
               {"last_seen", w.last_seen}, {"last_heartbeat", w.last_heartbeat}, {"freq", w.freq},
               {"active", w.active},       {"processed", w.processed}, {"pid", w.pid},
               {"loadavg", w.loadavg},     {"software", w.software}, {"results", w.results}};
@@ -242,8 +276,8 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
   if (props.content_type == task::kCapnpContentType) {
     format = "capnp";
     const task::TaskMessage m = task::decode_task_capnp(body);
-    args = clip(task::value_to_json(task::Value(m.args)).dump());
-    kwargs = clip(task::value_to_json(task::Value(m.kwargs)).dump());
+    args = clip(dump(task::value_to_json(task::Value(m.args))));
+    kwargs = clip(dump(task::value_to_json(task::Value(m.kwargs))));
   } else {
     format = "celery";
     const auto argsrepr = header_string(h, "argsrepr");
@@ -255,22 +289,22 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
       // Protocol v2 body: [args, kwargs, embed].
       const json b = json::parse(body);
       if (b.is_array() && b.size() >= 2) {
-        args = clip(b[0].dump());
-        kwargs = clip(b[1].dump());
+        args = clip(dump(b[0]));
+        kwargs = clip(dump(b[1]));
       }
     }
   }
 
   const bool existed = tasks_.contains(*id);
   TaskRecord& t = touch_task(*id, now);
-  TaskTypeStats& stats = types_[std::string(*name)];
+  t.name = clip(*name);
+  TaskTypeStats& stats = types_[t.name];
   ++stats.published;
   if (existed && retries > t.retries) ++stats.retried;  // Celery's retry re-publishes the same id with retries + 1
-  dirty_types_.insert(std::string(*name));
-  t.name.assign(*name);
+  dirty_types_.insert(t.name);
   t.retries = retries;
-  t.exchange.assign(exchange);
-  t.routing_key.assign(routing_key);
+  t.exchange = clip(exchange);
+  t.routing_key = clip(routing_key);
   t.format = std::move(format);
   t.args = std::move(args);
   t.kwargs = std::move(kwargs);
@@ -285,12 +319,14 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
 void TaskTracker::on_delivered(std::string_view encoded_properties, double now) {
   try {
     const amqp::PropertiesSummary props = amqp::summarize_properties(encoded_properties);
-    if (!props.has_headers) return;
-    amqp::Reader r(props.headers);
-    const amqp::FieldTable headers = amqp::decode_table(r);
-    const auto id = header_string(headers, "id");
-    if (!id) return;
-    auto it = tasks_.find(*id);
+    // Celery and miniworker set correlation_id to the task id: found that way,
+    // the headers need no decoding. Otherwise the `id` header says.
+    auto it = tasks_.find(props.correlation_id);
+    if (it == tasks_.end() && props.has_headers) {
+      amqp::Reader r(props.headers);
+      const amqp::FieldTable headers = amqp::decode_table(r);
+      if (const auto id = header_string(headers, "id")) it = tasks_.find(*id);
+    }
     if (it == tasks_.end()) return;  // evicted meanwhile
     TaskRecord& t = it->second;
     if (is_final(t.state)) return;
@@ -308,13 +344,13 @@ void TaskTracker::observe_result(TaskRecord& t, const amqp::PropertiesSummary& p
     const task::TaskResult r = task::decode_result_capnp(body);
     ++results_seen_;
     if (!r.worker.empty()) {
-      t.worker = r.worker;
+      t.worker = clip(r.worker);
       ++touch_worker(r.worker, now).results;
     }
     t.traceback = clip(r.traceback);
     switch (r.state) {
       case task::State::kSuccess:
-        t.result = clip(task::value_to_json(r.value).dump());
+        t.result = clip(dump(task::value_to_json(r.value)));
         finish(t, TaskState::kSuccess, now, r.runtime);
         break;
       case task::State::kFailure:
@@ -339,7 +375,7 @@ void TaskTracker::observe_result(TaskRecord& t, const amqp::PropertiesSummary& p
   const json& value = r.contains("result") ? r["result"] : json();
   if (r.contains("traceback") && !r["traceback"].is_null()) t.traceback = clip(json_text(r["traceback"]));
   if (status == "SUCCESS") {
-    t.result = clip(value.dump());
+    t.result = clip(dump(value));
     finish(t, TaskState::kSuccess, now, 0);
   } else if (status == "FAILURE" || status == "REVOKED") {
     t.error = clip(celery_error(value));
@@ -348,7 +384,7 @@ void TaskTracker::observe_result(TaskRecord& t, const amqp::PropertiesSummary& p
     t.error = clip(celery_error(value));
     if (!is_final(t.state)) set_state(t, TaskState::kRetry);
   } else if (status == "STARTED") {  // task_track_started: result is {"pid", "hostname"}
-    if (value.is_object() && value.contains("hostname")) t.worker = json_text(value["hostname"]);
+    if (value.is_object() && value.contains("hostname")) t.worker = clip(json_text(value["hostname"]));
     if (rank(t.state) < rank(TaskState::kStarted)) {
       t.started = now;
       set_state(t, TaskState::kStarted);
@@ -385,7 +421,7 @@ void TaskTracker::observe_event(const json& e, double now) {
   const bool existed = tasks_.contains(id);
   TaskRecord& t = touch_task(id, now);
   if (!existed) t.format = "event";
-  if (t.name.empty() && e.contains("name")) t.name = string_or_empty(e, "name");
+  if (t.name.empty() && e.contains("name")) t.name = clip(string_or_empty(e, "name"));
   if (t.args.empty() && e.contains("args")) t.args = clip(string_or_empty(e, "args"));
   if (t.kwargs.empty() && e.contains("kwargs")) t.kwargs = clip(string_or_empty(e, "kwargs"));
   auto advance = [&](TaskState s) {
@@ -394,11 +430,11 @@ void TaskTracker::observe_event(const json& e, double now) {
   if (type == "task-sent") {
     if (t.sent == 0) t.sent = at;
   } else if (type == "task-received") {
-    if (!hostname.empty()) t.worker = hostname;
+    if (!hostname.empty()) t.worker = clip(hostname);
     t.received = at;
     advance(TaskState::kReceived);
   } else if (type == "task-started") {
-    if (!hostname.empty()) t.worker = hostname;
+    if (!hostname.empty()) t.worker = clip(hostname);
     t.started = at;
     advance(TaskState::kStarted);
   } else if (type == "task-succeeded") {
@@ -519,11 +555,11 @@ WorkerRecord& TaskTracker::touch_worker(std::string_view hostname, double now) {
 }
 
 std::string TaskTracker::clip(std::string_view text) const {
-  if (text.size() <= options_.max_text_bytes) return std::string(text);
+  if (text.size() <= options_.max_text_bytes) return valid_utf8(text);
   // Cut on a UTF-8 character boundary so the JSON served stays valid.
   std::size_t n = options_.max_text_bytes;
   while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  return std::string(text.substr(0, n)) + "…";
+  return valid_utf8(text.substr(0, n)) + "…";
 }
 
 void TaskTracker::malformed(std::string_view what, std::string_view detail) {
@@ -573,7 +609,11 @@ void TaskTracker::restore() {
 void TaskTracker::tick(double now) {
   if (now - last_flush_ < options_.flush_interval_s) return;
   last_flush_ = now;
-  flush();
+  try {
+    flush();
+  } catch (const std::exception& e) {  // never let the history take the broker down
+    spdlog::warn("task tracker: writing the task history failed: {}", e.what());
+  }
 }
 
 void TaskTracker::flush() {
@@ -594,15 +634,15 @@ void TaskTracker::flush() {
   for (const std::string& h : deleted_workers_) store_->delete_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey) + h);
   for (const std::string& id : dirty_tasks_) {
     if (auto it = tasks_.find(id); it != tasks_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey) + id, task_to_json(it->second).dump());
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey) + id, dump(task_to_json(it->second)));
   }
   for (const std::string& name : dirty_types_) {
     if (auto it = types_.find(name); it != types_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTypeKey) + name, stats_to_json(it->second).dump());
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTypeKey) + name, dump(stats_to_json(it->second)));
   }
   for (const std::string& h : dirty_workers_) {
     if (auto it = workers_.find(h); it != workers_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey) + h, worker_to_json(it->second).dump());
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey) + h, dump(worker_to_json(it->second)));
   }
   dirty_tasks_.clear();
   dirty_types_.clear();
@@ -669,7 +709,7 @@ json TaskTracker::task_types() const {
     auto it = types_.find(name);
     const TaskTypeStats& s = it == types_.end() ? none : it->second;
     json j = stats_to_json(s);
-    j["name"] = name;
+    j["name"] = valid_utf8(name);
     j["queued"] = c.queued;
     j["running"] = c.running;
     j["runtime_avg"] = s.runtime_count ? s.runtime_total / static_cast<double>(s.runtime_count) : 0.0;
