@@ -39,7 +39,8 @@ Broker::Broker(Options options, std::unique_ptr<Persistence> persistence)
       tick_timer_(io_),
       accept_retry_timer_(io_),
       signals_(io_),
-      persistence_(persistence ? std::move(persistence) : std::make_unique<Persistence>()) {
+      persistence_(persistence ? std::move(persistence) : std::make_unique<Persistence>()),
+      tasks_(std::make_unique<tasks::TaskTracker>(tasks::TrackerOptions{}, nullptr)) {
   access_.load();  // in memory until open_store(): vhost "/" and guest
   for (const auto& name : access_.vhosts()) vhosts_.emplace(name, std::make_unique<Vhost>(name, *this));
 }
@@ -66,6 +67,8 @@ std::string Broker::open_store(const std::string& dir) {
     vhosts_.emplace(name, std::move(vh));
   }
   persistence_ = std::move(p);
+  tasks_ = std::make_unique<tasks::TaskTracker>(tasks::TrackerOptions{}, store_.get());
+  tasks_->restore();
   spdlog::info("data directory {}", dir);
   return {};
 }
@@ -135,6 +138,7 @@ void Broker::stop() {
   auto conns = connections_;
   for (auto& [_, c] : conns)
     c->close(ReplyCode::kConnectionForced, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'");
+  tasks_->flush();
   persistence_->after_commit([](bool) {});  // whatever the last turn wrote
   if (store_) {
     const store::StoreCounters c = store_->counters();
@@ -202,8 +206,15 @@ void Broker::arm_tick() {
     const std::int64_t now = now_ms();
     for (auto& [_, vh] : vhosts_) vh->tick(now);
     check_resources(++ticks_);
+    tasks_->tick(static_cast<double>(now) / 1000.0);
     arm_tick();
   });
+}
+
+std::uint16_t Broker::amqp_port() const {
+  asio::error_code ec;
+  const auto ep = acceptor_.local_endpoint(ec);
+  return ec ? 0 : ep.port();
 }
 
 Vhost* Broker::find_vhost(std::string_view name) {

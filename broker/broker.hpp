@@ -18,6 +18,7 @@
 #include "broker/options.hpp"
 #include "broker/persistence.hpp"
 #include "broker/store/store.hpp"
+#include "broker/tasks/tracker/task_tracker.hpp"
 #include "broker/vhost.hpp"
 
 namespace mb::broker {
@@ -45,6 +46,8 @@ class Broker : public VhostEnv {
   const Options& options() const { return options_; }
   // The store is behind: publishers stop being read (Connection::read).
   bool store_backlogged() const { return store_ && store_->pending_bytes() >= kStoreBacklogHighWater; }
+  // The bound AMQP port (0 before start()).
+  std::uint16_t amqp_port() const;
   Vhost* find_vhost(std::string_view name);
   // Checks a login; returns the refusal text (for the log) or empty when
   // accepted. access().find_user() then gives the user's tags.
@@ -66,6 +69,10 @@ class Broker : public VhostEnv {
   // The active resource alarms as connection.blocked's reason ("low on memory"), or empty.
   const std::string& alarm() const { return alarm_; }
   std::size_t max_queues() const override { return options_.max_queues; }
+  // For the management API (read on the loop only).
+  const std::unordered_map<std::uint64_t, ConnectionPtr>& connections() const { return connections_; }
+  const std::unordered_map<std::string, std::unique_ptr<Vhost>>& vhosts() const { return vhosts_; }
+  tasks::TaskTracker& tasks() { return *tasks_; }
 
   // VhostEnv
   std::int64_t now_ms() const override;
@@ -75,6 +82,13 @@ class Broker : public VhostEnv {
   std::string register_direct_reply(const std::shared_ptr<Consumer>& c) override;
   void unregister_direct_reply(const std::string& key) override { direct_replies_.erase(key); }
   std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const override;
+  bool task_published(std::string_view exchange, std::string_view routing_key, const amqp::PropertiesSummary& props,
+                      std::string_view body) override {
+    return tasks_->on_publish(exchange, routing_key, props, body, static_cast<double>(now_ms()) / 1000.0);
+  }
+  void task_delivered(const Message& msg) override {
+    tasks_->on_delivered(msg.properties, static_cast<double>(now_ms()) / 1000.0);
+  }
 
  private:
   void accept();
@@ -99,6 +113,7 @@ class Broker : public VhostEnv {
   asio::signal_set signals_;
   std::unique_ptr<store::Store> store_;  // declared before persistence_, which uses it
   std::unique_ptr<Persistence> persistence_;
+  std::unique_ptr<tasks::TaskTracker> tasks_;  // after store_, which it writes to
   access::AccessControl access_{nullptr};  // over store_ once open_store() ran
   std::unordered_map<std::string, std::unique_ptr<Vhost>> vhosts_;
   // Deleted vhosts stay allocated until shutdown: connections being closed and

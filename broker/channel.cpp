@@ -228,6 +228,10 @@ void Channel::finish_publish() {
   if (s.has_user_id && s.user_id != host_.user())
     channel_error(ReplyCode::kPreconditionFailed, "user_id property set to '{}' but authenticated user was '{}'",
                   s.user_id, host_.user());
+  // Before the direct reply-to rewrite below, which invalidates the views in s.
+  const bool task = env.task_published(pending_.exchange->name(), pending_.routing_key, s, pending_.body);
+  const std::optional<std::int64_t> expiration_ms =
+      s.has_expiration ? std::optional(parse_expiration(s.expiration)) : std::nullopt;
   if (s.reply_to == kDirectReplyQueue) {
     if (reply_key_.empty())
       channel_error(ReplyCode::kPreconditionFailed, "fast reply consumer does not exist");
@@ -244,7 +248,8 @@ void Channel::finish_publish() {
   msg->delivery_mode = s.delivery_mode;
   msg->priority = s.priority;
   msg->has_headers = s.has_headers;
-  if (s.has_expiration) msg->expiration_ms = parse_expiration(s.expiration);
+  msg->task = task;
+  msg->expiration_ms = expiration_ms;
   pending_.properties = std::string();
   pending_.body = std::string();
   ExchangePtr x = std::move(pending_.exchange);
@@ -320,6 +325,7 @@ void Channel::send_content(const Message& msg) {
 }
 
 void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
+  if (e.msg->task) host_.env().task_delivered(*e.msg);
   // Queues with x-delivery-limit count deliveries as RabbitMQ's quorum queues
   // do: a redelivery carries x-delivery-count = earlier deliveries.
   if (q != nullptr && q->args().delivery_limit && e.delivery_count > 1) {

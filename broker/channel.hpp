@@ -69,6 +69,17 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
   std::size_t consumer_count() const { return consumers_.size(); }
   std::size_t unacked_count() const { return unacked_live_; }
   std::uint32_t prefetch_count() const { return prefetch_count_; }
+  std::uint32_t global_prefetch_count() const { return channel_prefetch_; }
+  bool confirm_mode() const { return confirm_mode_; }
+  bool tx_mode() const { return tx_mode_; }
+  const StringMap<std::shared_ptr<Consumer>>& consumers() const { return consumers_; }
+  // Calls f(delivery_tag, queue, consumer or null for basic.get, entry) for each
+  // delivery not yet settled, oldest first (management API: browse unacked).
+  template <typename F>
+  void visit_unacked(F&& f) const {
+    for (const Unacked& u : unacked_)
+      if (!u.settled) f(u.tag, *u.queue, u.consumer.get(), u.entry);
+  }
 
  private:
   struct Unacked {

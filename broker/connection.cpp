@@ -81,6 +81,9 @@ Connection::Connection(Broker& broker, Stream stream, std::uint64_t id)
     peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
     loopback_ = ep.address().is_loopback();
   }
+  auto local = socket().local_endpoint(ec);
+  name_ = ec ? peer_ : peer_ + " -> " + local.address().to_string() + ":" + std::to_string(local.port());
+  connected_at_ms_ = broker.now_ms();
   socket().set_option(asio::ip::tcp::no_delay(true), ec);
 }
 
@@ -462,6 +465,7 @@ void Connection::on_start_ok(const amqp::ConnectionStartOk& m) {
                      m.mechanism);
   }
   user_ = std::move(user);
+  client_properties_ = m.client_properties;
   const Options& o = broker_.options();
   amqp::write_method(out(), 0, amqp::ConnectionTune{o.channel_max, o.frame_max, o.heartbeat});
   state_ = State::kTuneSent;

@@ -55,6 +55,16 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   // A resource alarm was raised or cleared (reason: "low on memory", ...; empty when cleared).
   void on_alarm(const std::string& reason);
 
+  // For the management API (read on the loop only).
+  const std::string& name() const { return name_; }  // "peer -> local", as RabbitMQ names connections
+  std::int64_t connected_at_ms() const { return connected_at_ms_; }
+  bool open() const { return state_ == State::kOpen; }
+  std::uint16_t heartbeat() const { return heartbeat_; }
+  std::uint16_t channel_max() const { return channel_max_; }
+  const amqp::FieldTable& client_properties() const { return client_properties_; }
+  const Vhost* vhost_if_open() const { return vhost_; }
+  const std::unordered_map<std::uint16_t, ChannelPtr>& channels() const { return channels_; }
+
   // ChannelHost
   std::uint64_t connection_id() const override { return id_; }
   Vhost& vhost() override { return *vhost_; }
@@ -109,6 +119,9 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   asio::steady_timer store_wait_;  // a publisher paused while the store catches up
   std::uint64_t id_;
   std::string peer_;
+  std::string name_;
+  std::int64_t connected_at_ms_ = 0;
+  amqp::FieldTable client_properties_;  // kept for the management API
   bool loopback_ = false;
   State state_ = State::kAwaitingHeader;
 

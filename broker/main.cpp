@@ -23,11 +23,19 @@ void raise_fd_limit() {
 
 #include "broker/broker.hpp"
 #include "broker/ctl.hpp"
+#include "broker/mgmt_ctl.hpp"
+#include "broker/http/routes.hpp"
+#include "broker/http/server.hpp"
 
 int main(int argc, char** argv) {
+  // `ctl list-queues` and friends go to the running broker over HTTP; the
+  // user, vhost and permission commands are parsed below (mb::broker::ctl).
+  if (argc > 2 && std::string_view(argv[1]) == "ctl" && mb::ctl::is_http_command(argc - 1, argv + 1))
+    return mb::ctl::run(argc - 1, argv + 1);
   mb::broker::Options o;
   CLI::App app{"minibroker: a self-contained AMQP 0-9-1 broker"};
   app.add_option("--port", o.port, "AMQP port (0 picks a free one)")->capture_default_str();
+  app.add_option("--http-port", o.http_port, "management HTTP API port (0 turns it off)")->capture_default_str();
   app.add_option("--bind", o.bind, "address to listen on")->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "where durable state is kept")->capture_default_str();
   app.add_option("--loglevel", o.loglevel, "trace, debug, info, warn, error")->capture_default_str();
@@ -76,7 +84,20 @@ int main(int argc, char** argv) {
       return 1;
     }
     broker.start();
+    std::unique_ptr<mb::http::HttpServer> http;  // stopped before the broker goes away
+    if (o.http_port != 0) {
+      http = std::make_unique<mb::http::HttpServer>(broker, o.bind, o.http_port);
+      mb::http::register_routes(*http, broker);
+      try {
+        http->start();
+      } catch (const std::exception& e) {
+        // AMQP clients matter more than the dashboard: keep serving them.
+        spdlog::error("{}: management HTTP API disabled", e.what());
+        http.reset();
+      }
+    }
     broker.run();
+    if (http) http->stop();
   } catch (const std::exception& e) {
     spdlog::error("minibroker: {}", e.what());
     return 1;

@@ -23,6 +23,7 @@ struct Message {
   std::uint8_t priority = 0;
   std::optional<std::int64_t> expiration_ms;  // per-message TTL from the expiration property
   bool has_headers = false;
+  bool task = false;  // a task message the task tracker follows (its deliveries are reported)
   // Set by the durable store once the body is written, so a message routed to
   // several durable queues is stored once. Mutable: bookkeeping, not content.
   mutable bool stored = false;

@@ -8,6 +8,7 @@
 namespace mb::broker {
 
 inline constexpr std::uint16_t kDefaultPort = 5672;           // IANA port for AMQP
+inline constexpr std::uint16_t kDefaultHttpPort = 15672;      // RabbitMQ's management port, so tools find it
 inline constexpr const char* kDefaultBind = "127.0.0.1";      // loopback unless asked otherwise
 inline constexpr const char* kDefaultDataDir = "./minibroker-data";
 inline constexpr std::uint16_t kDefaultChannelMax = 2047;     // what RabbitMQ offers
@@ -42,6 +43,7 @@ inline constexpr std::uint64_t kDefaultDiskFreeLimit = 50'000'000;  // RabbitMQ'
 
 struct Options {
   std::uint16_t port = kDefaultPort;
+  std::uint16_t http_port = kDefaultHttpPort;  // management API; 0 turns it off
   std::string bind = kDefaultBind;
   std::string data_dir = kDefaultDataDir;
   std::string loglevel = "info";

@@ -133,7 +133,7 @@ Queue::EnqueueResult Queue::enqueue(MessagePtr msg, std::int64_t now_ms) {
   }
   ++published;
   const std::uint64_t size = msg->body_size();
-  QueueEntry e{next_seq_++, msg, expiry_for(*msg, now_ms), 0, false, durable_ && msg->persistent()};
+  QueueEntry e{next_seq_++, msg, expiry_for(*msg, now_ms), 0, false, durable_ && msg->persistent(), now_ms};
   ready_bytes_ += size;
   ++ready_count_;
   if (goes_to_tail(size)) {
@@ -274,6 +274,21 @@ void Queue::reject(QueueEntry&& e, bool requeue_it) {
   if (unacked_count_ > 0) --unacked_count_;
   if (args_.dead_letter_exchange && !deleted_) hooks_->dead_letter(*this, e, DeathReason::kRejected);
   hooks_->removed(*this, e);
+}
+
+bool Queue::remove_ready(std::uint64_t seq) {
+  for (auto& level : levels_) {
+    auto it = std::lower_bound(level.begin(), level.end(), seq,
+                               [](const QueueEntry& x, std::uint64_t s) { return x.seq < s; });
+    if (it == level.end() || it->seq != seq) continue;
+    QueueEntry e = std::move(*it);
+    level.erase(it);
+    --ready_count_;
+    ready_bytes_ -= e.msg->body_size();
+    hooks_->removed(*this, e);
+    return true;
+  }
+  return false;
 }
 
 std::size_t Queue::purge() {

@@ -43,6 +43,7 @@ struct QueueEntry {
   std::uint32_t delivery_count = 0;
   bool redelivered = false;
   bool stored = false;  // this queue's entry is in the store (remove it there when it leaves)
+  std::int64_t enqueued_at = 0;  // ms since the epoch; 0 when restored from the store (unknown)
 };
 
 // How much of a paging queue's ready messages stays in memory.
@@ -157,6 +158,12 @@ class Queue : public std::enable_shared_from_this<Queue> {
   bool remove_consumer(Consumer* c);
   const std::vector<Consumer*>& consumers() const { return consumers_; }
   bool has_exclusive_consumer() const;
+
+  // Ready entries per priority level (index = priority), each in queue order.
+  const std::vector<std::deque<QueueEntry>>& ready_levels() const { return levels_; }
+  // Removes the ready entry with this sequence number (management API: delete
+  // one message). Returns false when no ready entry has it.
+  bool remove_ready(std::uint64_t seq);
 
   std::size_t ready_count() const { return ready_count_; }
   std::uint64_t ready_bytes() const { return ready_bytes_; }

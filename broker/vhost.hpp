@@ -18,6 +18,7 @@
 #include "broker/persistence.hpp"
 #include "broker/queue.hpp"
 #include "broker/string_map.hpp"
+#include "common/amqp/properties.hpp"
 
 namespace mb::broker {
 
@@ -35,6 +36,13 @@ class VhostEnv {
   virtual std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const = 0;
   // Queues a vhost may hold (RabbitMQ's max-queues vhost limit); 0: no limit.
   virtual std::size_t max_queues() const { return 0; }
+  // The task tracker (broker/tasks/): every publish, before routing; true when
+  // the message is a task message, whose deliveries are then reported.
+  virtual bool task_published(std::string_view /*exchange*/, std::string_view /*routing_key*/,
+                              const amqp::PropertiesSummary& /*props*/, std::string_view /*body*/) {
+    return false;
+  }
+  virtual void task_delivered(const Message& /*msg*/) {}
 };
 
 inline constexpr std::string_view kDirectReplyQueue = "amq.rabbitmq.reply-to";
@@ -106,6 +114,11 @@ class Vhost : public QueueHooks {
   // At start-up: the earliest due time among the delayed messages on disk.
   void restore_delayed_due(std::optional<std::int64_t> due_ms) { disk_due_ = due_ms; }
   std::size_t delayed_in_memory() const { return delayed_.size(); }
+  // Calls f(due_ms, exchange name, message) for each delayed message, soonest first.
+  template <typename F>
+  void visit_delayed(F&& f) const {
+    for (const auto& [due, d] : delayed_) f(due, d.exchange, d.msg);
+  }
 
   // Housekeeping run by the broker's timer: expiry at queue heads, x-expires.
   void tick(std::int64_t now_ms);

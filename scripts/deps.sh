@@ -3,10 +3,14 @@
 MB_DEB_PACKAGES=(
   build-essential cmake ninja-build pkg-config clang
   capnproto libcapnp-dev librocksdb-dev libasio-dev libfmt-dev libspdlog-dev libcli11-dev
-  nlohmann-json3-dev doctest-dev libssl-dev librabbitmq-dev libclang-rt-14-dev
+  nlohmann-json3-dev doctest-dev libssl-dev librabbitmq-dev libclang-rt-14-dev libcpp-httplib-dev
   python3-celery python3-kombu python3-amqp python3-pika python3-pytest python3-matplotlib
   amqp-tools rabbitmq-server procps iproute2
+  chromium nodejs
 )
+# The dashboard test drives chromium with playwright-core from npm. NodeSource's
+# nodejs bundles npm; Debian's does not (and its npm package conflicts with NodeSource's).
+command -v npm >/dev/null 2>&1 || MB_DEB_PACKAGES+=(npm)
 
 mb_install_deps() {
   local missing=()

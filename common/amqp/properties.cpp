@@ -102,18 +102,20 @@ PropertiesSummary summarize_properties(std::string_view encoded) {
   Reader r(encoded);
   const std::uint16_t f = read_flags(r);
   PropertiesSummary s;
-  if (f & kContentType) r.shortstr();
+  if (f & kContentType) s.content_type = r.shortstr();
   if (f & kContentEncoding) r.shortstr();
   if (f & kHeaders) {
     s.has_headers = true;
+    const std::size_t start = r.position();
     r.take(r.u32());
+    s.headers = encoded.substr(start, r.position() - start);
   }
   if (f & kDeliveryMode) s.delivery_mode = r.u8();
   if (f & kPriority) {
     s.priority = r.u8();
     s.has_priority = true;
   }
-  if (f & kCorrelationId) r.shortstr();
+  if (f & kCorrelationId) s.correlation_id = r.shortstr();
   if (f & kReplyTo) s.reply_to = r.shortstr();
   if (f & kExpiration) {
     s.expiration = r.shortstr();

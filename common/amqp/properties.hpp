@@ -47,6 +47,9 @@ struct PropertiesSummary {
   std::uint8_t priority = 0;
   bool has_priority = false;
   bool has_headers = false;
+  std::string_view content_type;    // views into the encoded bytes; empty when absent
+  std::string_view headers;         // the encoded field table, length prefix included
+  std::string_view correlation_id;
   std::string_view expiration;  // view into the encoded bytes; empty when absent
   std::string_view user_id;
   std::string_view reply_to;

@@ -126,7 +126,7 @@ def run_expect_exit(data_dir, port=None, timeout=10.0, binary=None, log_path=Non
     port = port or free_port()
     t0 = time.monotonic()
     p = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--data-dir", str(data_dir),
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--http-port", "0", "--data-dir", str(data_dir),
          "--loglevel", "info"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True)

@@ -47,7 +47,7 @@ class MinibrokerProc:
         self.data_dir = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "broker.log")
         self.loglevel = loglevel
-        self.extra_args = list(extra_args)  # more minibroker flags: paging window, limits, TLS
+        self.extra_args = list(extra_args)  # more minibroker flags: paging window, limits, TLS, --http-port
         self.proc = None
 
     @property
@@ -63,9 +63,12 @@ class MinibrokerProc:
         log = open(self.log_path, "ab")
         log.write(b"=== starting %s on port %d ===\n" % (self.binary.encode(), self.port))
         log.flush()
+        # The management HTTP API only where a test asks for it: brokers of
+        # tests running side by side must not compete for port 15672.
+        http = [] if "--http-port" in self.extra_args else ["--http-port", "0"]
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--data-dir", self.data_dir, "--loglevel", self.loglevel] + self.extra_args,
+             "--data-dir", self.data_dir, "--loglevel", self.loglevel] + http + self.extra_args,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
         log.close()

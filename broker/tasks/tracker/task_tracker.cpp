@@ -1,0 +1,749 @@
+// TaskTracker: see task_tracker.hpp for what is observed and what is not.
+#include "broker/tasks/tracker/task_tracker.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <exception>
+
+#include "common/amqp/field_table.hpp"
+#include "common/task/capnp_codec.hpp"
+#include "common/task/celery.hpp"
+#include "common/task/message.hpp"
+
+namespace mb::tasks {
+namespace {
+
+using nlohmann::json;
+
+// The exchange Celery publishes events to (celery.events.EVENT_EXCHANGE_NAME).
+constexpr std::string_view kEventExchange = "celeryev";
+// Batched task events (Celery 5 with -E): the body is a JSON list of events.
+constexpr std::string_view kMultiEventKey = "task.multi";
+// A field table key is encoded as a short string: one length byte, then the
+// name. Searching the encoded headers for it rules out non-task messages
+// without decoding their table.
+constexpr std::string_view kEncodedTaskKey = "\x04task";
+
+// Store keys (MetaKind::kGeneric, shared with other users of that kind, hence the prefix).
+constexpr std::string_view kKeyPrefix = "task/";
+constexpr std::string_view kTaskKey = "task/t/";
+constexpr std::string_view kTypeKey = "task/n/";
+constexpr std::string_view kWorkerKey = "task/w/";
+
+// Celery's worker liveness rule (celery.events.state.heartbeat_expires): a
+// worker is alive until last heartbeat + freq * HEARTBEAT_EXPIRE_WINDOW/100,
+// with HEARTBEAT_EXPIRE_WINDOW = 200, i.e. two missed heartbeats.
+constexpr double kHeartbeatExpireFactor = 2.0;
+// Celery's default heartbeat interval, for heartbeats that do not say.
+constexpr double kDefaultHeartbeatFreq = 2.0;
+// A worker's liveness alone (a heartbeat every 2 s) is written to the store at
+// most this often, so an idle worker costs no fsync per flush interval.
+constexpr double kWorkerWriteInterval = 60.0;
+
+// Malformed input is logged for the first few occurrences, then every Nth,
+// so a misbehaving publisher cannot flood the log.
+constexpr std::uint64_t kMalformedLogFirst = 10;
+constexpr std::uint64_t kMalformedLogEvery = 1000;
+
+constexpr std::array<std::string_view, 8> kStateNames = {"PENDING", "RECEIVED", "STARTED",  "RETRY",
+                                                         "SUCCESS", "FAILURE",  "REVOKED", "REJECTED"};
+
+// Order of the non-final states: a late event never moves a task backwards.
+int rank(TaskState s) {
+  switch (s) {
+    case TaskState::kPending: return 0;
+    case TaskState::kReceived: return 1;
+    case TaskState::kStarted: return 2;
+    case TaskState::kRetry: return 3;
+    default: return 4;
+  }
+}
+
+std::optional<std::string_view> header_string(const amqp::FieldTable& h, std::string_view key) {
+  const amqp::FieldValue* v = h.find(key);
+  return v ? v->as_string() : std::nullopt;
+}
+
+// Peers put any bytes in headers, routing keys and bodies; JSON must be UTF-8.
+// Invalid sequences become U+FFFD, as a browser would show them.
+std::string valid_utf8(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  std::size_t i = 0;
+  while (i < in.size()) {
+    const auto c = static_cast<unsigned char>(in[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= in.size();
+    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+    if (ok && n == 2) ok = c >= 0xC2;  // no overlong forms
+    if (ok && n == 3) {
+      const auto c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);  // overlong, surrogates
+    }
+    if (ok && n == 4) {
+      const auto c1 = static_cast<unsigned char>(in[i + 1]);
+      ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90) && c <= 0xF4;
+    }
+    if (ok) {
+      out.append(in.substr(i, n));
+      i += n;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  return out;
+}
+
+// Serialises without throwing on invalid UTF-8 (replaced), for anything built from peer input.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string json_text(const json& j) { return j.is_string() ? j.get<std::string>() : dump(j); }
+
+double number_or(const json& e, const char* key, double fallback) {
+  auto it = e.find(key);
+  return it != e.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+std::string string_or_empty(const json& e, const char* key) {
+  auto it = e.find(key);
+  if (it == e.end() || it->is_null()) return {};
+  return json_text(*it);
+}
+
+// Celery's error shape in rpc results: {"exc_type","exc_message":[...],"exc_module"}.
+std::string celery_error(const json& r) {
+  if (!r.is_object()) return json_text(r);
+  std::string out = r.contains("exc_type") ? json_text(r["exc_type"]) : std::string("Error");
+  if (auto m = r.find("exc_message"); m != r.end()) {
+    out += ": ";
+    if (m->is_array()) {
+      for (std::size_t i = 0; i < m->size(); ++i) {
+        if (i) out += ", ";
+        out += json_text((*m)[i]);
+      }
+    } else {
+      out += json_text(*m);
+    }
+  }
+  return out;
+}
+
+json task_to_json(const TaskRecord& t) {
+  return json{{"id", valid_utf8(t.id)},
+              {"name", t.name},
+              {"state", state_name(t.state)},
+              {"args", t.args},
+              {"kwargs", t.kwargs},
+              {"result", t.result},
+              {"error", t.error},
+              {"traceback", t.traceback},
+              {"worker", t.worker},
+              {"exchange", t.exchange},
+              {"routing_key", t.routing_key},
+              {"format", t.format},
+              {"retries", t.retries},
+              {"sent", t.sent},
+              {"received", t.received},
+              {"started", t.started},
+              {"finished", t.finished},
+              {"runtime", t.runtime},
+              {"seq", t.seq}};
+}
+
+TaskRecord task_from_json(const json& j) {
+  TaskRecord t;
+  t.id = j.at("id").get<std::string>();
+  t.name = j.value("name", "");
+  t.state = state_from_name(j.value("state", "PENDING")).value_or(TaskState::kPending);
+  t.args = j.value("args", "");
+  t.kwargs = j.value("kwargs", "");
+  t.result = j.value("result", "");
+  t.error = j.value("error", "");
+  t.traceback = j.value("traceback", "");
+  t.worker = j.value("worker", "");
+  t.exchange = j.value("exchange", "");
+  t.routing_key = j.value("routing_key", "");
+  t.format = j.value("format", "");
+  t.retries = j.value("retries", 0u);
+  t.sent = j.value("sent", 0.0);
+  t.received = j.value("received", 0.0);
+  t.started = j.value("started", 0.0);
+  t.finished = j.value("finished", 0.0);
+  t.runtime = j.value("runtime", 0.0);
+  t.seq = j.at("seq").get<std::uint64_t>();
+  return t;
+}
+
+json stats_to_json(const TaskTypeStats& s) {
+  return json{{"published", s.published},         {"succeeded", s.succeeded},
+              {"failed", s.failed},               {"retried", s.retried},
+              {"revoked", s.revoked},             {"runtime_total", s.runtime_total},
+              {"runtime_min", s.runtime_min},     {"runtime_max", s.runtime_max},
+              {"runtime_count", s.runtime_count}};
+}
+
+TaskTypeStats stats_from_json(const json& j) {
+  TaskTypeStats s;
+  s.published = j.value("published", std::uint64_t{0});
+  s.succeeded = j.value("succeeded", std::uint64_t{0});
+  s.failed = j.value("failed", std::uint64_t{0});
+  s.retried = j.value("retried", std::uint64_t{0});
+  s.revoked = j.value("revoked", std::uint64_t{0});
+  s.runtime_total = j.value("runtime_total", 0.0);
+  s.runtime_min = j.value("runtime_min", 0.0);
+  s.runtime_max = j.value("runtime_max", 0.0);
+  s.runtime_count = j.value("runtime_count", std::uint64_t{0});
+  return s;
+}
+
+json worker_to_json(const WorkerRecord& w) {
+  return json{{"hostname", valid_utf8(w.hostname)},   {"offline", w.offline},   {"first_seen", w.first_seen},
+              {"last_seen", w.last_seen}, {"last_heartbeat", w.last_heartbeat}, {"freq", w.freq},
+              {"active", w.active},       {"processed", w.processed}, {"pid", w.pid},
+              {"loadavg", w.loadavg},     {"software", w.software}, {"results", w.results}};
+}
+
+WorkerRecord worker_from_json(const json& j) {
+  WorkerRecord w;
+  w.hostname = j.at("hostname").get<std::string>();
+  w.offline = j.value("offline", false);
+  w.first_seen = j.value("first_seen", 0.0);
+  w.last_seen = j.value("last_seen", 0.0);
+  w.last_heartbeat = j.value("last_heartbeat", 0.0);
+  w.freq = j.value("freq", 0.0);
+  w.active = j.value("active", std::int64_t{0});
+  w.processed = j.value("processed", std::int64_t{0});
+  w.pid = j.value("pid", std::int64_t{0});
+  w.loadavg = j.value("loadavg", std::vector<double>{});
+  w.software = j.value("software", "");
+  w.results = j.value("results", std::uint64_t{0});
+  return w;
+}
+
+}  // namespace
+
+std::string_view state_name(TaskState s) { return kStateNames[static_cast<std::size_t>(s)]; }
+
+std::optional<TaskState> state_from_name(std::string_view name) {
+  for (std::size_t i = 0; i < kStateNames.size(); ++i)
+    if (kStateNames[i] == name) return static_cast<TaskState>(i);
+  return std::nullopt;
+}
+
+bool is_final(TaskState s) {
+  return s == TaskState::kSuccess || s == TaskState::kFailure || s == TaskState::kRevoked ||
+         s == TaskState::kRejected;
+}
+
+TaskTracker::TaskTracker(TrackerOptions options, store::Store* store) : options_(options), store_(store) {}
+
+// ---- observation ------------------------------------------------------------
+
+bool TaskTracker::on_publish(std::string_view exchange, std::string_view routing_key,
+                             const amqp::PropertiesSummary& props, std::string_view body, double now) {
+  try {
+    if (props.has_headers && props.headers.find(kEncodedTaskKey) != std::string_view::npos) {
+      return observe_task(exchange, routing_key, props, body, now);
+    }
+    if (exchange == kEventExchange) {
+      observe_events(routing_key, body, now);
+      return false;
+    }
+    if (!props.correlation_id.empty()) {
+      if (auto it = tasks_.find(props.correlation_id); it != tasks_.end()) observe_result(it->second, props, body, now);
+    }
+  } catch (const std::exception& e) {
+    malformed(exchange == kEventExchange ? "event" : "task message", e.what());
+  }
+  return false;
+}
+
+bool TaskTracker::observe_task(std::string_view exchange, std::string_view routing_key,
+                               const amqp::PropertiesSummary& props, std::string_view body, double now) {
+  amqp::Reader r(props.headers);
+  const amqp::FieldTable h = amqp::decode_table(r);
+  const auto name = header_string(h, "task");
+  const auto id = header_string(h, "id");
+  if (!name || !id || id->empty()) return false;  // a `task` header that is not a task message
+  std::uint32_t retries = 0;
+  if (const amqp::FieldValue* v = h.find("retries")) retries = static_cast<std::uint32_t>(v->as_int().value_or(0));
+
+  // Everything that can fail on a malformed body first, so a bad message leaves no record.
+  std::string format, args, kwargs;
+  if (props.content_type == task::kCapnpContentType) {
+    format = "capnp";
+    const task::TaskMessage m = task::decode_task_capnp(body);
+    args = clip(dump(task::value_to_json(task::Value(m.args))));
+    kwargs = clip(dump(task::value_to_json(task::Value(m.kwargs))));
+  } else {
+    format = "celery";
+    const auto argsrepr = header_string(h, "argsrepr");
+    const auto kwargsrepr = header_string(h, "kwargsrepr");
+    if (argsrepr && kwargsrepr) {
+      args = clip(*argsrepr);
+      kwargs = clip(*kwargsrepr);
+    } else if (props.content_type == task::kJsonContentType) {
+      // Protocol v2 body: [args, kwargs, embed].
+      const json b = json::parse(body);
+      if (b.is_array() && b.size() >= 2) {
+        args = clip(dump(b[0]));
+        kwargs = clip(dump(b[1]));
+      }
+    }
+  }
+
+  const bool existed = tasks_.contains(*id);
+  TaskRecord& t = touch_task(*id, now);
+  t.name = clip(*name);
+  TaskTypeStats& stats = types_[t.name];
+  ++stats.published;
+  if (existed && retries > t.retries) ++stats.retried;  // Celery's retry re-publishes the same id with retries + 1
+  dirty_types_.insert(t.name);
+  t.retries = retries;
+  t.exchange = clip(exchange);
+  t.routing_key = clip(routing_key);
+  t.format = std::move(format);
+  t.args = std::move(args);
+  t.kwargs = std::move(kwargs);
+  t.sent = now;
+  t.received = t.started = t.finished = t.runtime = 0;
+  t.result.clear();
+  set_state(t, TaskState::kPending);
+  mark(t);
+  return true;
+}
+
+void TaskTracker::on_delivered(std::string_view encoded_properties, double now) {
+  try {
+    const amqp::PropertiesSummary props = amqp::summarize_properties(encoded_properties);
+    // Celery and miniworker set correlation_id to the task id: found that way,
+    // the headers need no decoding. Otherwise the `id` header says.
+    auto it = tasks_.find(props.correlation_id);
+    if (it == tasks_.end() && props.has_headers) {
+      amqp::Reader r(props.headers);
+      const amqp::FieldTable headers = amqp::decode_table(r);
+      if (const auto id = header_string(headers, "id")) it = tasks_.find(*id);
+    }
+    if (it == tasks_.end()) return;  // evicted meanwhile
+    TaskRecord& t = it->second;
+    if (is_final(t.state)) return;
+    t.received = now;
+    if (rank(t.state) < rank(TaskState::kReceived) || t.state == TaskState::kRetry) set_state(t, TaskState::kReceived);
+    mark(t);
+  } catch (const std::exception& e) {
+    malformed("delivered task message", e.what());
+  }
+}
+
+void TaskTracker::observe_result(TaskRecord& t, const amqp::PropertiesSummary& props, std::string_view body,
+                                 double now) {
+  if (props.content_type == task::kCapnpContentType) {
+    const task::TaskResult r = task::decode_result_capnp(body);
+    ++results_seen_;
+    if (!r.worker.empty()) {
+      t.worker = clip(r.worker);
+      ++touch_worker(r.worker, now).results;
+    }
+    t.traceback = clip(r.traceback);
+    switch (r.state) {
+      case task::State::kSuccess:
+        t.result = clip(dump(task::value_to_json(r.value)));
+        finish(t, TaskState::kSuccess, now, r.runtime);
+        break;
+      case task::State::kFailure:
+      case task::State::kRevoked:
+        t.error = clip(r.error_type + ": " + r.error_message);
+        finish(t, r.state == task::State::kFailure ? TaskState::kFailure : TaskState::kRevoked, now, r.runtime);
+        break;
+      case task::State::kRetry:
+        t.error = clip(r.error_type + ": " + r.error_message);
+        set_state(t, TaskState::kRetry);
+        break;
+      case task::State::kPending: break;
+    }
+    mark(t);
+    return;
+  }
+  if (props.content_type != task::kJsonContentType) return;  // some other reply sharing the id
+  const json r = json::parse(body);
+  if (!r.is_object() || !r.contains("status")) return;
+  ++results_seen_;
+  const std::string status = json_text(r["status"]);
+  const json& value = r.contains("result") ? r["result"] : json();
+  if (r.contains("traceback") && !r["traceback"].is_null()) t.traceback = clip(json_text(r["traceback"]));
+  if (status == "SUCCESS") {
+    t.result = clip(dump(value));
+    finish(t, TaskState::kSuccess, now, 0);
+  } else if (status == "FAILURE" || status == "REVOKED") {
+    t.error = clip(celery_error(value));
+    finish(t, status == "FAILURE" ? TaskState::kFailure : TaskState::kRevoked, now, 0);
+  } else if (status == "RETRY") {
+    t.error = clip(celery_error(value));
+    if (!is_final(t.state)) set_state(t, TaskState::kRetry);
+  } else if (status == "STARTED") {  // task_track_started: result is {"pid", "hostname"}
+    if (value.is_object() && value.contains("hostname")) t.worker = clip(json_text(value["hostname"]));
+    if (rank(t.state) < rank(TaskState::kStarted)) {
+      t.started = now;
+      set_state(t, TaskState::kStarted);
+    }
+  }
+  mark(t);
+}
+
+void TaskTracker::observe_events(std::string_view routing_key, std::string_view body, double now) {
+  const json j = json::parse(body);
+  ++events_seen_;
+  if (j.is_array()) {
+    for (const json& e : j) observe_event(e, now);
+  } else if (j.is_object()) {
+    observe_event(j, now);
+  } else {
+    malformed("event", routing_key == kMultiEventKey ? "task.multi body is not a list" : "body is not an object");
+  }
+}
+
+void TaskTracker::observe_event(const json& e, double now) {
+  if (!e.is_object()) return;
+  const std::string type = string_or_empty(e, "type");
+  const double at = number_or(e, "timestamp", now);
+  const std::string hostname = string_or_empty(e, "hostname");
+  if (type.starts_with("worker-")) {
+    if (!hostname.empty()) observe_worker_event(e, type, at);
+    return;
+  }
+  if (!type.starts_with("task-")) return;
+  const std::string id = string_or_empty(e, "uuid");
+  if (id.empty()) return;
+  if (!hostname.empty()) touch_worker(hostname, at);
+  const bool existed = tasks_.contains(id);
+  TaskRecord& t = touch_task(id, now);
+  if (!existed) t.format = "event";
+  if (t.name.empty() && e.contains("name")) t.name = clip(string_or_empty(e, "name"));
+  if (t.args.empty() && e.contains("args")) t.args = clip(string_or_empty(e, "args"));
+  if (t.kwargs.empty() && e.contains("kwargs")) t.kwargs = clip(string_or_empty(e, "kwargs"));
+  auto advance = [&](TaskState s) {
+    if (!is_final(t.state) && rank(s) > rank(t.state)) set_state(t, s);
+  };
+  if (type == "task-sent") {
+    if (t.sent == 0) t.sent = at;
+  } else if (type == "task-received") {
+    if (!hostname.empty()) t.worker = clip(hostname);
+    t.received = at;
+    advance(TaskState::kReceived);
+  } else if (type == "task-started") {
+    if (!hostname.empty()) t.worker = clip(hostname);
+    t.started = at;
+    advance(TaskState::kStarted);
+  } else if (type == "task-succeeded") {
+    t.result = clip(string_or_empty(e, "result"));
+    finish(t, TaskState::kSuccess, at, number_or(e, "runtime", 0));
+  } else if (type == "task-failed") {
+    t.error = clip(string_or_empty(e, "exception"));
+    t.traceback = clip(string_or_empty(e, "traceback"));
+    finish(t, TaskState::kFailure, at, 0);
+  } else if (type == "task-retried") {
+    t.error = clip(string_or_empty(e, "exception"));
+    t.traceback = clip(string_or_empty(e, "traceback"));
+    advance(TaskState::kRetry);
+  } else if (type == "task-revoked") {
+    finish(t, TaskState::kRevoked, at, 0);
+  } else if (type == "task-rejected") {
+    finish(t, TaskState::kRejected, at, 0);
+  }
+  mark(t);
+}
+
+void TaskTracker::observe_worker_event(const json& e, std::string_view type, double at) {
+  WorkerRecord& w = touch_worker(string_or_empty(e, "hostname"), at);
+  const bool was_offline = w.offline;
+  w.offline = type == "worker-offline";
+  if (w.offline != was_offline) mark(w, at);  // a restart must not lose this
+  if (w.offline) return;
+  w.last_heartbeat = at;  // online and heartbeat events both prove it alive
+  w.freq = number_or(e, "freq", w.freq);
+  w.active = static_cast<std::int64_t>(number_or(e, "active", static_cast<double>(w.active)));
+  w.processed = static_cast<std::int64_t>(number_or(e, "processed", static_cast<double>(w.processed)));
+  w.pid = static_cast<std::int64_t>(number_or(e, "pid", static_cast<double>(w.pid)));
+  if (auto it = e.find("loadavg"); it != e.end() && it->is_array()) {
+    w.loadavg.clear();
+    for (const json& v : *it)
+      if (v.is_number()) w.loadavg.push_back(v.get<double>());
+  }
+  if (e.contains("sw_ident")) w.software = clip(string_or_empty(e, "sw_ident") + " " + string_or_empty(e, "sw_ver"));
+}
+
+// ---- state ------------------------------------------------------------------
+
+TaskRecord& TaskTracker::touch_task(std::string_view id, double now) {
+  if (auto it = tasks_.find(id); it != tasks_.end()) return it->second;
+  while (tasks_.size() >= options_.max_tasks && !by_seq_.empty()) evict_oldest();
+  auto [it, _] = tasks_.emplace(std::string(id), TaskRecord{});
+  TaskRecord& t = it->second;
+  t.id = it->first;
+  t.seq = next_seq_++;
+  t.sent = now;
+  by_seq_.emplace(t.seq, t.id);
+  return t;
+}
+
+void TaskTracker::evict_oldest() {
+  auto oldest = by_seq_.begin();
+  const std::string id = std::move(oldest->second);
+  by_seq_.erase(oldest);
+  tasks_.erase(id);
+  dirty_tasks_.erase(id);
+  deleted_tasks_.push_back(id);
+  ++evicted_;
+}
+
+void TaskTracker::set_state(TaskRecord& t, TaskState s) { t.state = s; }
+
+void TaskTracker::finish(TaskRecord& t, TaskState s, double at, double runtime) {
+  if (is_final(t.state)) {
+    // The second report of the same end (an rpc result and a task-succeeded
+    // event): keep the worker's own runtime if the first report lacked one.
+    if (runtime > 0) t.runtime = runtime;
+    return;
+  }
+  set_state(t, s);
+  t.finished = at;
+  if (runtime <= 0) {
+    if (t.started > 0) runtime = at - t.started;
+    else if (t.received > 0) runtime = at - t.received;
+  }
+  t.runtime = std::max(0.0, runtime);
+  if (t.name.empty()) return;
+  TaskTypeStats& stats = types_[t.name];
+  dirty_types_.insert(t.name);
+  switch (s) {
+    case TaskState::kSuccess: ++stats.succeeded; break;
+    case TaskState::kFailure: ++stats.failed; break;
+    default: ++stats.revoked; return;
+  }
+  if (t.runtime > 0) {
+    stats.runtime_min = stats.runtime_count == 0 ? t.runtime : std::min(stats.runtime_min, t.runtime);
+    stats.runtime_max = std::max(stats.runtime_max, t.runtime);
+    stats.runtime_total += t.runtime;
+    ++stats.runtime_count;
+  }
+}
+
+WorkerRecord& TaskTracker::touch_worker(std::string_view hostname, double now) {
+  auto it = workers_.find(hostname);
+  if (it == workers_.end()) {
+    if (workers_.size() >= options_.max_workers) {
+      // Forget the worker seen least recently.
+      auto stale = std::min_element(workers_.begin(), workers_.end(), [](const auto& a, const auto& b) {
+        return a.second.last_seen < b.second.last_seen;
+      });
+      deleted_workers_.push_back(stale->first);
+      dirty_workers_.erase(stale->first);
+      workers_.erase(stale);
+    }
+    it = workers_.emplace(std::string(hostname), WorkerRecord{}).first;
+    it->second.hostname = it->first;
+    it->second.first_seen = now;
+    mark(it->second, now);
+  }
+  WorkerRecord& w = it->second;
+  w.last_seen = std::max(w.last_seen, now);
+  if (now - w.written_at >= kWorkerWriteInterval) mark(w, now);
+  return w;
+}
+
+std::string TaskTracker::clip(std::string_view text) const {
+  if (text.size() <= options_.max_text_bytes) return valid_utf8(text);
+  // Cut on a UTF-8 character boundary so the JSON served stays valid.
+  std::size_t n = options_.max_text_bytes;
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  return valid_utf8(text.substr(0, n)) + "…";
+}
+
+void TaskTracker::malformed(std::string_view what, std::string_view detail) {
+  ++malformed_;
+  if (malformed_ <= kMalformedLogFirst || malformed_ % kMalformedLogEvery == 0)
+    spdlog::warn("task tracker: malformed {} ignored ({}); {} so far", what, detail, malformed_);
+}
+
+// ---- persistence ------------------------------------------------------------
+
+void TaskTracker::restore() {
+  if (!store_) return;
+  std::vector<store::MetaRecord> records;
+  const store::Status s = store_->list_meta(store::MetaKind::kGeneric, records);
+  if (!s.ok()) {
+    spdlog::warn("task tracker: cannot read the task history: {}", s.to_string());
+    return;
+  }
+  std::size_t bad = 0;
+  for (const store::MetaRecord& rec : records) {
+    if (!rec.key.starts_with(kKeyPrefix)) continue;
+    try {
+      const json j = json::parse(rec.value);
+      if (rec.key.starts_with(kTaskKey)) {
+        TaskRecord t = task_from_json(j);
+        next_seq_ = std::max(next_seq_, t.seq + 1);
+        by_seq_.emplace(t.seq, t.id);
+        std::string id = t.id;
+        tasks_.insert_or_assign(std::move(id), std::move(t));
+      } else if (rec.key.starts_with(kTypeKey)) {
+        types_.insert_or_assign(rec.key.substr(kTypeKey.size()), stats_from_json(j));
+      } else if (rec.key.starts_with(kWorkerKey)) {
+        WorkerRecord w = worker_from_json(j);
+        std::string host = w.hostname;
+        workers_.insert_or_assign(std::move(host), std::move(w));
+      }
+    } catch (const std::exception& e) {
+      ++bad;
+      spdlog::warn("task tracker: skipping unreadable record '{}': {}", rec.key, e.what());
+    }
+  }
+  while (tasks_.size() > options_.max_tasks) evict_oldest();  // the bound may have been lowered
+  spdlog::info("task history: {} task(s), {} task name(s), {} worker(s) restored{}", tasks_.size(), types_.size(),
+               workers_.size(), bad ? fmt::format(", {} unreadable", bad) : std::string());
+}
+
+void TaskTracker::tick(double now) {
+  if (now - last_flush_ < options_.flush_interval_s) return;
+  last_flush_ = now;
+  try {
+    flush();
+  } catch (const std::exception& e) {  // never let the history take the broker down
+    spdlog::warn("task tracker: writing the task history failed: {}", e.what());
+  }
+}
+
+void TaskTracker::flush() {
+  if (!store_) {
+    dirty_tasks_.clear();
+    dirty_types_.clear();
+    dirty_workers_.clear();
+    deleted_tasks_.clear();
+    deleted_workers_.clear();
+    return;
+  }
+  if (dirty_tasks_.empty() && dirty_types_.empty() && dirty_workers_.empty() && deleted_tasks_.empty() &&
+      deleted_workers_.empty())
+    return;
+  std::string key;
+  // Deletes first: an id evicted and then seen again within one interval is re-written.
+  for (const std::string& id : deleted_tasks_) store_->delete_meta(store::MetaKind::kGeneric, key.assign(kTaskKey) + id);
+  for (const std::string& h : deleted_workers_) store_->delete_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey) + h);
+  for (const std::string& id : dirty_tasks_) {
+    if (auto it = tasks_.find(id); it != tasks_.end())
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey) + id, dump(task_to_json(it->second)));
+  }
+  for (const std::string& name : dirty_types_) {
+    if (auto it = types_.find(name); it != types_.end())
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTypeKey) + name, dump(stats_to_json(it->second)));
+  }
+  for (const std::string& h : dirty_workers_) {
+    if (auto it = workers_.find(h); it != workers_.end())
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey) + h, dump(worker_to_json(it->second)));
+  }
+  dirty_tasks_.clear();
+  dirty_types_.clear();
+  dirty_workers_.clear();
+  deleted_tasks_.clear();
+  deleted_workers_.clear();
+  store_->commit([](store::Status s) {
+    if (!s.ok()) spdlog::warn("task tracker: writing the task history failed: {}", s.to_string());
+  });
+}
+
+// ---- views ------------------------------------------------------------------
+
+const TaskRecord* TaskTracker::find(std::string_view id) const {
+  if (id.empty()) return nullptr;
+  auto it = tasks_.find(id);
+  return it == tasks_.end() ? nullptr : &it->second;
+}
+
+const TaskTypeStats* TaskTracker::stats(std::string_view name) const {
+  auto it = types_.find(name);
+  return it == types_.end() ? nullptr : &it->second;
+}
+
+const WorkerRecord* TaskTracker::worker(std::string_view hostname) const {
+  auto it = workers_.find(hostname);
+  return it == workers_.end() ? nullptr : &it->second;
+}
+
+json TaskTracker::list_tasks(const TaskQuery& q) const {
+  json items = json::array();
+  std::size_t total = 0;
+  for (auto it = by_seq_.rbegin(); it != by_seq_.rend(); ++it) {
+    const TaskRecord& t = tasks_.find(it->second)->second;
+    if (q.state && t.state != *q.state) continue;
+    if (!q.name.empty() && t.name != q.name) continue;
+    if (total >= q.offset && items.size() < q.limit) items.push_back(task_to_json(t));
+    ++total;
+  }
+  return json{{"total", total}, {"items", std::move(items)}};
+}
+
+std::optional<json> TaskTracker::task(std::string_view id) const {
+  const TaskRecord* t = find(id);
+  if (!t) return std::nullopt;
+  return task_to_json(*t);
+}
+
+json TaskTracker::task_types() const {
+  struct Current {
+    std::uint64_t queued = 0, running = 0;
+  };
+  std::map<std::string, Current, std::less<>> current;
+  for (const auto& [name, _] : types_) current[name];
+  for (const auto& [_, t] : tasks_) {
+    if (t.name.empty()) continue;
+    Current& c = current[t.name];
+    if (t.state == TaskState::kPending || t.state == TaskState::kRetry) ++c.queued;
+    if (t.state == TaskState::kReceived || t.state == TaskState::kStarted) ++c.running;
+  }
+  json out = json::array();
+  const TaskTypeStats none;
+  for (const auto& [name, c] : current) {
+    auto it = types_.find(name);
+    const TaskTypeStats& s = it == types_.end() ? none : it->second;
+    json j = stats_to_json(s);
+    j["name"] = valid_utf8(name);
+    j["queued"] = c.queued;
+    j["running"] = c.running;
+    j["runtime_avg"] = s.runtime_count ? s.runtime_total / static_cast<double>(s.runtime_count) : 0.0;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+json TaskTracker::workers(double now) const {
+  json out = json::array();
+  std::vector<const WorkerRecord*> sorted;
+  sorted.reserve(workers_.size());
+  for (const auto& [_, w] : workers_) sorted.push_back(&w);
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->hostname < b->hostname; });
+  for (const WorkerRecord* w : sorted) {
+    json j = worker_to_json(*w);
+    const double freq = w->freq > 0 ? w->freq : kDefaultHeartbeatFreq;
+    std::string_view state = "seen";  // known only from its results: no heartbeats to judge by
+    if (w->offline) state = "offline";
+    else if (w->last_heartbeat > 0) state = now <= w->last_heartbeat + freq * kHeartbeatExpireFactor ? "online" : "offline";
+    j["state"] = state;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+json TaskTracker::summary() const {
+  std::array<std::uint64_t, kStateNames.size()> counts{};
+  for (const auto& [_, t] : tasks_) ++counts[static_cast<std::size_t>(t.state)];
+  json states = json::object();
+  for (std::size_t i = 0; i < kStateNames.size(); ++i) states[std::string(kStateNames[i])] = counts[i];
+  return json{{"tasks", tasks_.size()},      {"max_tasks", options_.max_tasks}, {"states", std::move(states)},
+              {"task_names", types_.size()}, {"workers", workers_.size()},     {"evicted", evicted_},
+              {"results_seen", results_seen_}, {"events_seen", events_seen_},  {"malformed", malformed_}};
+}
+
+}  // namespace mb::tasks

@@ -1,0 +1,205 @@
+// TaskTracker: the broker's view of the tasks that pass through it, for the
+// dashboard's task pages and /api/tasks, /api/task-types, /api/workers.
+//
+// What the broker can observe (every input is a message it routes):
+//   - task messages: any publish whose headers carry `task` and `id` (Celery
+//     protocol v2 and miniworker's Cap'n Proto envelope both do) -> PENDING,
+//     with name, args, queue, retries. A re-publish of a known id with a higher
+//     `retries` is a retry.
+//   - deliveries of those messages to a consumer (basic.deliver or get-ok) ->
+//     RECEIVED: a worker holds it (it may still wait in the worker's prefetch).
+//   - results published back: a message whose correlation_id is a tracked task
+//     id and whose body is a Celery rpc:// result (JSON) or a miniworker
+//     Cap'n Proto result -> SUCCESS / FAILURE / RETRY / REVOKED with the
+//     value or error, runtime (Cap'n Proto results carry it) and worker.
+//     Results are observed whether or not a queue is bound to their routing key.
+//   - Celery events on the `celeryev` exchange (task-sent/received/started/
+//     succeeded/failed/retried/revoked/rejected, worker-online/heartbeat/
+//     offline; `task.multi` carries a JSON list). The broker sees them even
+//     when no queue is bound (no monitor running), but workers send task
+//     events only with `-E`; worker heartbeats are sent by default.
+// Not observable: a task that runs without a result and without events has
+// no end the broker can see (it stays RECEIVED); results kept in a backend
+// other than rpc:// (redis, database) never pass through the broker; messages
+// restored from disk at start-up are not re-read, so their deliveries are not
+// seen (their result still is); transactional publishes are seen at publish
+// time, before tx.commit.
+//
+// History (tasks, per-name counters, workers) is kept in the store as
+// MetaKind::kGeneric records under "task/", written at most once per flush
+// interval whatever the number of changes, bounded in count (oldest task
+// evicted) and restored by restore() at start-up.
+//
+// Single-threaded: every call comes from the broker's loop. Nothing here
+// throws to the caller: malformed task headers, results and events are logged
+// (rate-limited) and counted, never allowed to disturb routing.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "broker/store/store.hpp"
+#include "broker/string_map.hpp"
+#include "common/amqp/properties.hpp"
+
+namespace mb::tasks {
+
+// Celery's state names; RECEIVED means "delivered to a worker".
+enum class TaskState : std::uint8_t {
+  kPending,
+  kReceived,
+  kStarted,
+  kRetry,
+  kSuccess,
+  kFailure,
+  kRevoked,
+  kRejected,
+};
+std::string_view state_name(TaskState s);
+std::optional<TaskState> state_from_name(std::string_view name);
+// SUCCESS, FAILURE, REVOKED, REJECTED: nothing more happens to the task unless it is re-published.
+bool is_final(TaskState s);
+
+// Unix seconds; 0 means "not seen".
+struct TaskRecord {
+  std::string id;
+  std::string name;
+  TaskState state = TaskState::kPending;
+  std::string args;       // repr (Celery's argsrepr, or the arguments as JSON)
+  std::string kwargs;
+  std::string result;     // the return value as JSON
+  std::string error;      // "Type: message"
+  std::string traceback;
+  std::string worker;     // hostname, when a result or event names it
+  std::string exchange;
+  std::string routing_key;
+  std::string format;     // "celery" or "capnp"; "event" when only events named it
+  std::uint32_t retries = 0;
+  double sent = 0, received = 0, started = 0, finished = 0;
+  double runtime = 0;     // seconds; from the worker when it says, else measured
+  std::uint64_t seq = 0;  // creation order: listing and eviction
+};
+
+// Counters per task name. Current counts (queued, running) are computed from
+// the history when asked; these are totals since the history began.
+struct TaskTypeStats {
+  std::uint64_t published = 0, succeeded = 0, failed = 0, retried = 0, revoked = 0;
+  double runtime_total = 0, runtime_min = 0, runtime_max = 0;
+  std::uint64_t runtime_count = 0;
+};
+
+struct WorkerRecord {
+  std::string hostname;
+  bool offline = false;     // worker-offline received
+  double first_seen = 0, last_seen = 0, last_heartbeat = 0;
+  double freq = 0;          // heartbeat interval it announced, seconds
+  std::int64_t active = 0, processed = 0, pid = 0;
+  std::vector<double> loadavg;
+  std::string software;     // "py-celery 5.2.6"
+  std::uint64_t results = 0;  // results the broker saw it publish (Cap'n Proto results name the worker)
+  double written_at = 0;      // when last queued for the store (not itself stored)
+};
+
+struct TrackerOptions {
+  // Tasks kept in memory and in the store; the oldest is evicted past it. At a
+  // few hundred bytes each this bounds the history near 10 MB.
+  std::size_t max_tasks = 20000;
+  // Workers are few; the bound only stops a peer inventing hostnames forever.
+  std::size_t max_workers = 1000;
+  // Args, results, errors and tracebacks are cut to this many bytes: enough to
+  // read on a dashboard, small enough that a huge argument cannot bloat the store.
+  std::size_t max_text_bytes = 4096;
+  // Writes to the store are coalesced to one batch per interval (a task that
+  // goes PENDING -> RECEIVED -> SUCCESS within it is written once).
+  double flush_interval_s = 1.0;
+};
+
+struct TaskQuery {
+  std::optional<TaskState> state;
+  std::string name;  // exact task name; empty: any
+  std::size_t limit = 100;
+  std::size_t offset = 0;
+};
+
+class TaskTracker {
+ public:
+  // store may be null (no data directory): the history is then memory only.
+  TaskTracker(TrackerOptions options, store::Store* store);
+
+  // Loads the history the store holds (call once, before traffic).
+  void restore();
+
+  // Every publish, before routing. Returns true when msg is a task message:
+  // the caller marks the message so that on_delivered is called for it.
+  // Cheap for other messages: a few comparisons and at most one hash lookup.
+  bool on_publish(std::string_view exchange, std::string_view routing_key,
+                  const amqp::PropertiesSummary& props, std::string_view body, double now);
+  // A task message (on_publish returned true) went to a consumer.
+  void on_delivered(std::string_view encoded_properties, double now);
+
+  // Called from the broker's timer; writes what changed once per flush interval.
+  void tick(double now);
+  // Writes what changed now (shutdown).
+  void flush();
+
+  // ---- views for the HTTP API (JSON as served) -----------------------------
+  nlohmann::json list_tasks(const TaskQuery& q) const;  // newest first: {total, items}
+  std::optional<nlohmann::json> task(std::string_view id) const;
+  nlohmann::json task_types() const;
+  nlohmann::json workers(double now) const;
+  nlohmann::json summary() const;  // counts by state, totals, observation counters
+
+  const TaskRecord* find(std::string_view id) const;
+  std::size_t size() const { return tasks_.size(); }
+  const TaskTypeStats* stats(std::string_view name) const;
+  const WorkerRecord* worker(std::string_view hostname) const;
+  std::uint64_t malformed() const { return malformed_; }
+
+ private:
+  // Returns false when the headers name no task after all.
+  bool observe_task(std::string_view exchange, std::string_view routing_key, const amqp::PropertiesSummary& props,
+                    std::string_view body, double now);
+  void observe_result(TaskRecord& t, const amqp::PropertiesSummary& props, std::string_view body, double now);
+  void observe_events(std::string_view routing_key, std::string_view body, double now);
+  void observe_event(const nlohmann::json& e, double now);
+  void observe_worker_event(const nlohmann::json& e, std::string_view type, double now);
+
+  TaskRecord& touch_task(std::string_view id, double now);  // finds or creates (evicting)
+  // Moves t to a final state once: counters and runtime are counted on the first arrival only.
+  void finish(TaskRecord& t, TaskState s, double at, double runtime);
+  void set_state(TaskRecord& t, TaskState s);
+  WorkerRecord& touch_worker(std::string_view hostname, double now);
+  void mark(WorkerRecord& w, double now) {
+    w.written_at = now;
+    dirty_workers_.insert(w.hostname);
+  }
+  void evict_oldest();
+  void mark(const TaskRecord& t) { dirty_tasks_.insert(t.id); }
+  std::string clip(std::string_view text) const;
+  void malformed(std::string_view what, std::string_view detail);
+
+  TrackerOptions options_;
+  store::Store* store_;  // HELD NOT OWNED; null: no persistence
+  broker::StringMap<TaskRecord> tasks_;
+  std::map<std::uint64_t, std::string> by_seq_;  // seq -> id, oldest first
+  broker::StringMap<TaskTypeStats> types_;
+  broker::StringMap<WorkerRecord> workers_;
+  std::uint64_t next_seq_ = 1;
+  std::uint64_t evicted_ = 0;
+  std::uint64_t malformed_ = 0;
+  std::uint64_t results_seen_ = 0, events_seen_ = 0;
+  // What flush() writes: ids and names changed since the last flush.
+  std::unordered_set<std::string> dirty_tasks_, dirty_types_, dirty_workers_;
+  std::vector<std::string> deleted_tasks_, deleted_workers_;
+  double last_flush_ = 0;
+};
+
+}  // namespace mb::tasks

@@ -1,0 +1,337 @@
+// TaskTracker unit tests: task messages, deliveries, results (Celery rpc://
+// JSON and miniworker Cap'n Proto), celeryev events, retries, the bounded
+// history and its restore from the store. No broker, no sockets: messages are
+// built with the codec and fed to the tracker as the channel would.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "broker/store/memory_store.hpp"
+#include "broker/tasks/tracker/task_tracker.hpp"
+#include "common/amqp/properties.hpp"
+#include "common/task/capnp_codec.hpp"
+
+namespace {
+
+using mb::tasks::TaskState;
+using mb::tasks::TaskTracker;
+using mb::tasks::TrackerOptions;
+
+constexpr double kT0 = 1'800'000'000.0;  // a fixed "now", unix seconds
+
+// A message as published: encoded properties plus body.
+struct Published {
+  std::string properties;
+  std::string body;
+  mb::amqp::PropertiesSummary summary() const { return mb::amqp::summarize_properties(properties); }
+};
+
+Published celery_task(const std::string& id, const std::string& name, std::int32_t retries = 0) {
+  mb::amqp::BasicProperties p;
+  p.content_type = "application/json";
+  p.content_encoding = "utf-8";
+  mb::amqp::FieldTable h;
+  h.set("lang", "py");
+  h.set("task", name);
+  h.set("id", id);
+  h.set("retries", retries);
+  h.set("argsrepr", "(5, 5)");
+  h.set("kwargsrepr", "{}");
+  p.headers = h;
+  p.delivery_mode = 2;
+  p.correlation_id = id;
+  p.reply_to = "reply-queue";
+  return {mb::amqp::encode_properties(p), R"([[5, 5], {}, {"callbacks": null}])"};
+}
+
+Published celery_result(const std::string& id, const std::string& body) {
+  mb::amqp::BasicProperties p;
+  p.content_type = "application/json";
+  p.headers = mb::amqp::FieldTable{};
+  p.correlation_id = id;
+  return {mb::amqp::encode_properties(p), body};
+}
+
+Published capnp_task(const std::string& id, const std::string& name) {
+  mb::task::TaskMessage t;
+  t.id = id;
+  t.name = name;
+  t.args = {mb::task::Value(2), mb::task::Value(3)};
+  mb::amqp::BasicProperties p;
+  p.content_type = "application/x-capnp";
+  mb::amqp::FieldTable h;
+  h.set("lang", "cpp");
+  h.set("task", name);
+  h.set("id", id);
+  p.headers = h;
+  p.correlation_id = id;
+  return {mb::amqp::encode_properties(p), mb::task::encode_task_capnp(t)};
+}
+
+Published capnp_result(const std::string& id, mb::task::State state, double runtime) {
+  mb::task::TaskResult r;
+  r.task_id = id;
+  r.state = state;
+  r.value = mb::task::Value(5);
+  r.runtime = runtime;
+  r.worker = "cpp-worker@host";
+  if (state != mb::task::State::kSuccess) {
+    r.error_type = "std::runtime_error";
+    r.error_message = "boom";
+  }
+  mb::amqp::BasicProperties p;
+  p.content_type = "application/x-capnp";
+  p.headers = mb::amqp::FieldTable{};
+  p.correlation_id = id;
+  return {mb::amqp::encode_properties(p), mb::task::encode_result_capnp(r)};
+}
+
+Published event(const std::string& body) {
+  mb::amqp::BasicProperties p;
+  p.content_type = "application/json";
+  mb::amqp::FieldTable h;
+  h.set("hostname", "celery@vm");
+  p.headers = h;
+  return {mb::amqp::encode_properties(p), body};
+}
+
+bool publish(TaskTracker& t, const Published& m, double now, std::string_view exchange = "",
+             std::string_view routing_key = "celery") {
+  return t.on_publish(exchange, routing_key, m.summary(), m.body, now);
+}
+
+}  // namespace
+
+TEST_CASE("messages without task headers are not tracked") {
+  TaskTracker t({}, nullptr);
+  mb::amqp::BasicProperties p;
+  mb::amqp::FieldTable h;
+  h.set("x-foo", "task");  // the word in a value, not a key
+  p.headers = h;
+  p.correlation_id = "abc";
+  const Published m{mb::amqp::encode_properties(p), "hello"};
+  CHECK_FALSE(publish(t, m, kT0));
+  CHECK_FALSE(publish(t, Published{std::string("\0\0", 2), ""}, kT0));  // no properties at all
+  CHECK(t.size() == 0);
+  CHECK(t.malformed() == 0);
+}
+
+TEST_CASE("a Celery task: published, delivered, then its rpc:// result") {
+  TaskTracker t({}, nullptr);
+  const Published task = celery_task("id-1", "addTask.add");
+  REQUIRE(publish(t, task, kT0));
+  const auto* r = t.find("id-1");
+  REQUIRE(r != nullptr);
+  CHECK(r->state == TaskState::kPending);
+  CHECK(r->name == "addTask.add");
+  CHECK(r->args == "(5, 5)");
+  CHECK(r->format == "celery");
+  CHECK(r->routing_key == "celery");
+
+  t.on_delivered(task.properties, kT0 + 1);
+  CHECK(r->state == TaskState::kReceived);
+  CHECK(t.task_types()[0]["running"] == 1);
+
+  CHECK_FALSE(publish(t, celery_result("id-1", R"({"task_id":"id-1","status":"SUCCESS","result":10,"traceback":null,"children":[]})"),
+                      kT0 + 3, "", "reply-queue"));
+  CHECK(r->state == TaskState::kSuccess);
+  CHECK(r->result == "10");
+  CHECK(r->runtime == doctest::Approx(2.0));  // measured from delivery: Celery's result does not carry it
+  const auto* s = t.stats("addTask.add");
+  REQUIRE(s != nullptr);
+  CHECK(s->published == 1);
+  CHECK(s->succeeded == 1);
+  CHECK(s->runtime_count == 1);
+
+  // The task-succeeded event reporting the same end is not counted twice, and its runtime wins.
+  publish(t, event(R"({"type":"task-succeeded","uuid":"id-1","hostname":"celery@vm","result":"10","runtime":0.5,"timestamp":1800000003.0})"),
+          kT0 + 3, "celeryev", "task.succeeded");
+  CHECK(s->succeeded == 1);
+  CHECK(r->runtime == doctest::Approx(0.5));
+}
+
+TEST_CASE("a Celery failure carries the exception and traceback") {
+  TaskTracker t({}, nullptr);
+  publish(t, celery_task("f-1", "t.fail"), kT0);
+  publish(t, celery_result("f-1", R"({"task_id":"f-1","status":"FAILURE","result":{"exc_type":"ValueError","exc_message":["boom 1"],"exc_module":"builtins"},"traceback":"Traceback ...","children":[]})"),
+          kT0 + 1);
+  const auto* r = t.find("f-1");
+  CHECK(r->state == TaskState::kFailure);
+  CHECK(r->error == "ValueError: boom 1");
+  CHECK(r->traceback == "Traceback ...");
+  CHECK(t.stats("t.fail")->failed == 1);
+}
+
+TEST_CASE("a miniworker task: Cap'n Proto envelope and result, runtime and worker from the result") {
+  TaskTracker t({}, nullptr);
+  REQUIRE(publish(t, capnp_task("c-1", "add"), kT0));
+  const auto* r = t.find("c-1");
+  REQUIRE(r != nullptr);
+  CHECK(r->format == "capnp");
+  CHECK(r->args == "[2,3]");
+  publish(t, capnp_result("c-1", mb::task::State::kSuccess, 0.25), kT0 + 5);
+  CHECK(r->state == TaskState::kSuccess);
+  CHECK(r->result == "5");
+  CHECK(r->runtime == doctest::Approx(0.25));
+  CHECK(r->worker == "cpp-worker@host");
+  const auto* w = t.worker("cpp-worker@host");
+  REQUIRE(w != nullptr);
+  CHECK(w->results == 1);
+  CHECK(t.workers(kT0 + 5)[0]["state"] == "seen");
+}
+
+TEST_CASE("Celery events: batched task events and worker heartbeats") {
+  TaskTracker t({}, nullptr);
+  // Events for a task the broker never saw published (sent before a restart, say).
+  publish(t,
+          event(R"j([{"type":"task-received","uuid":"e-1","name":"addTask.add","args":"(1, 2)","kwargs":"{}","hostname":"celery@vm","timestamp":1800000000.0},
+                   {"type":"task-started","uuid":"e-1","hostname":"celery@vm","timestamp":1800000001.0}])j"),
+          kT0, "celeryev", "task.multi");
+  const auto* r = t.find("e-1");
+  REQUIRE(r != nullptr);
+  CHECK(r->state == TaskState::kStarted);
+  CHECK(r->name == "addTask.add");
+  CHECK(r->args == "(1, 2)");
+  CHECK(r->worker == "celery@vm");
+  // A late task-received does not move it back.
+  publish(t, event(R"({"type":"task-received","uuid":"e-1","hostname":"celery@vm","timestamp":1800000000.5})"), kT0,
+          "celeryev", "task.received");
+  CHECK(r->state == TaskState::kStarted);
+  publish(t, event(R"j({"type":"task-failed","uuid":"e-1","exception":"KeyError('x')","traceback":"tb","hostname":"celery@vm","timestamp":1800000004.0})j"),
+          kT0, "celeryev", "task.failed");
+  CHECK(r->state == TaskState::kFailure);
+  CHECK(r->error == "KeyError('x')");
+  CHECK(r->runtime == doctest::Approx(3.0));  // started -> failed, on the worker's clock
+
+  publish(t, event(R"({"type":"worker-heartbeat","hostname":"celery@vm","freq":2.0,"active":1,"processed":7,"loadavg":[0.1,0.2,0.3],"sw_ident":"py-celery","sw_ver":"5.2.6","pid":42,"timestamp":1800000010.0})"),
+          kT0, "celeryev", "worker.heartbeat");
+  const auto* w = t.worker("celery@vm");
+  REQUIRE(w != nullptr);
+  CHECK(w->processed == 7);
+  CHECK(w->software == "py-celery 5.2.6");
+  CHECK(t.workers(kT0 + 11)[0]["state"] == "online");
+  CHECK(t.workers(kT0 + 15)[0]["state"] == "offline");  // two heartbeats missed
+  publish(t, event(R"({"type":"worker-heartbeat","hostname":"celery@vm","freq":2.0,"timestamp":1800000020.0})"), kT0,
+          "celeryev", "worker.heartbeat");
+  CHECK(t.workers(kT0 + 21)[0]["state"] == "online");
+  publish(t, event(R"({"type":"worker-offline","hostname":"celery@vm","timestamp":1800000021.0})"), kT0, "celeryev",
+          "worker.offline");
+  CHECK(t.workers(kT0 + 21)[0]["state"] == "offline");
+}
+
+TEST_CASE("a retry re-publishes the same id with retries + 1") {
+  TaskTracker t({}, nullptr);
+  publish(t, celery_task("r-1", "t.flaky"), kT0);
+  publish(t, celery_result("r-1", R"({"task_id":"r-1","status":"RETRY","result":{"exc_type":"RuntimeError","exc_message":["try again"]},"traceback":null})"),
+          kT0 + 1);
+  CHECK(t.find("r-1")->state == TaskState::kRetry);
+  publish(t, celery_task("r-1", "t.flaky", 1), kT0 + 2);
+  CHECK(t.find("r-1")->state == TaskState::kPending);
+  CHECK(t.find("r-1")->retries == 1);
+  CHECK(t.stats("t.flaky")->retried == 1);
+  CHECK(t.stats("t.flaky")->published == 2);
+  CHECK(t.size() == 1);
+  // A result for the task counts once, even if a second copy of it arrives.
+  const auto ok = celery_result("r-1", R"({"task_id":"r-1","status":"SUCCESS","result":null})");
+  publish(t, ok, kT0 + 3);
+  publish(t, ok, kT0 + 4);
+  CHECK(t.stats("t.flaky")->succeeded == 1);
+}
+
+TEST_CASE("malformed input is counted and ignored, never thrown") {
+  TaskTracker t({}, nullptr);
+  CHECK_FALSE(publish(t, event("not json"), kT0, "celeryev", "task.multi"));
+  CHECK(t.malformed() == 1);
+  Published bad = capnp_task("b-1", "add");
+  bad.body = "garbage, not a capnp message";
+  CHECK_FALSE(publish(t, bad, kT0));
+  CHECK(t.malformed() == 2);
+  CHECK(t.find("b-1") == nullptr);  // a bad message leaves no record behind
+  publish(t, celery_task("ok-1", "add"), kT0);
+  publish(t, celery_result("ok-1", "{truncated"), kT0);
+  CHECK(t.malformed() == 3);
+  CHECK(t.find("ok-1")->state == TaskState::kPending);
+}
+
+TEST_CASE("bytes that are not UTF-8 are served and stored as U+FFFD, never thrown") {
+  auto post = [](std::function<void()> fn) { fn(); };
+  mb::store::MemoryStore store(post);
+  TaskTracker t({}, &store);
+  mb::task::TaskMessage m;
+  m.id = "u-1";
+  m.name = "bytes.task";
+  m.args = {mb::task::Value(mb::task::Bytes(std::string("\xff\xfe", 2)))};
+  Published task = capnp_task("u-1", "bytes.task");
+  task.body = mb::task::encode_task_capnp(m);
+  REQUIRE(publish(t, task, kT0, "", std::string("key\xc3", 4)));
+  const auto j = t.task("u-1");
+  REQUIRE(j.has_value());
+  CHECK((*j)["routing_key"] == "key\xef\xbf\xbd");
+  CHECK_NOTHROW(j->dump());
+  CHECK_NOTHROW(t.flush());
+  CHECK_NOTHROW(t.list_tasks({}).dump());
+}
+
+TEST_CASE("list filters by state and name, newest first") {
+  TaskTracker t({}, nullptr);
+  publish(t, celery_task("a", "x"), kT0);
+  publish(t, celery_task("b", "y"), kT0);
+  publish(t, celery_task("c", "x"), kT0);
+  publish(t, celery_result("c", R"({"status":"SUCCESS","result":1})"), kT0 + 1);
+  auto all = t.list_tasks({});
+  CHECK(all["total"] == 3);
+  CHECK(all["items"][0]["id"] == "c");
+  mb::tasks::TaskQuery q;
+  q.name = "x";
+  CHECK(t.list_tasks(q)["total"] == 2);
+  q.state = TaskState::kPending;
+  auto pending_x = t.list_tasks(q);
+  REQUIRE(pending_x["total"] == 1);
+  CHECK(pending_x["items"][0]["id"] == "a");
+  mb::tasks::TaskQuery page;
+  page.limit = 1;
+  page.offset = 1;
+  auto p = t.list_tasks(page);
+  CHECK(p["total"] == 3);
+  REQUIRE(p["items"].size() == 1);
+  CHECK(p["items"][0]["id"] == "b");
+}
+
+TEST_CASE("the history is bounded, written to the store and restored") {
+  auto data = std::make_shared<mb::store::MemoryStoreData>();
+  auto post = [](std::function<void()> fn) { fn(); };
+  TrackerOptions opts;
+  opts.max_tasks = 3;
+  {
+    mb::store::MemoryStore store(post, data);
+    TaskTracker t(opts, &store);
+    for (int i = 1; i <= 5; ++i) publish(t, celery_task(std::to_string(i).insert(0, "t"), "add"), kT0 + i);
+    publish(t, celery_result("t5", R"({"status":"SUCCESS","result":10})"), kT0 + 6);
+    publish(t, event(R"({"type":"worker-online","hostname":"celery@vm","freq":2.0,"timestamp":1800000006.0})"), kT0,
+            "celeryev", "worker.online");
+    CHECK(t.size() == 3);
+    CHECK(t.find("t1") == nullptr);
+    CHECK(t.find("t2") == nullptr);
+    CHECK(t.summary()["evicted"] == 2);
+    t.flush();
+    // An evicted id is deleted from the store too.
+    publish(t, celery_task("t6", "add"), kT0 + 7);
+    t.flush();
+    store.close();
+  }
+  mb::store::MemoryStore reopened(post, data);
+  TaskTracker t(opts, &reopened);
+  t.restore();
+  CHECK(t.size() == 3);
+  CHECK(t.find("t3") == nullptr);
+  REQUIRE(t.find("t5") != nullptr);
+  CHECK(t.find("t5")->state == TaskState::kSuccess);
+  CHECK(t.find("t5")->result == "10");
+  CHECK(t.stats("add")->published == 6);  // totals survive eviction and restart
+  CHECK(t.stats("add")->succeeded == 1);
+  CHECK(t.worker("celery@vm") != nullptr);
+  // Numbering continues after the restored tasks: a new task is the newest and t4 the oldest.
+  publish(t, celery_task("t7", "add"), kT0 + 8);
+  CHECK(t.list_tasks({})["items"][0]["id"] == "t7");
+  CHECK(t.find("t4") == nullptr);
+}
