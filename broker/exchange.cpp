@@ -136,6 +136,11 @@ std::size_t Exchange::unbind_all(const Destination& d) {
   return before - bindings_.size();
 }
 
+void Exchange::clear_bindings() {
+  bindings_.clear();
+  direct_.clear();
+}
+
 void Exchange::route(std::string_view routing_key, const amqp::FieldTable* headers,
                      std::vector<const Destination*>& out) const {
   switch (type_) {

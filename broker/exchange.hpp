@@ -68,6 +68,9 @@ class Exchange {
   bool unbind(const Binding& b);
   // Removes every binding to the destination; returns how many.
   std::size_t unbind_all(const Destination& d);
+  // Drops every binding (the exchange is going away): bindings own their destinations, so
+  // exchange-to-exchange bindings can form cycles (a -> b -> a, a -> a) that only this breaks.
+  void clear_bindings();
   const std::vector<Binding>& bindings() const { return bindings_; }
   bool has_bindings() const { return !bindings_.empty(); }
   bool needs_headers() const { return type_ == ExchangeType::kHeaders; }

@@ -39,6 +39,10 @@ Vhost::Vhost(std::string name, VhostEnv& env) : name_(std::move(name)), env_(env
   add_builtin("amq.match", ExchangeType::kHeaders);
 }
 
+Vhost::~Vhost() {
+  for (auto& [_, x] : exchanges_) x->clear_bindings();
+}
+
 void Vhost::add_builtin(std::string name, ExchangeType type, bool internal) {
   auto x = std::make_shared<Exchange>(name, type, true, false, internal, amqp::FieldTable{});
   exchanges_.emplace(std::move(name), std::move(x));
@@ -146,6 +150,8 @@ void Vhost::remove_exchange(const ExchangePtr& x) {
         env_.persistence().binding_removed(name_, *x, b);
     env_.persistence().exchange_deleted(name_, *x);
   }
+  // The loop above skipped x itself (already erased): a self-binding (x -> x) would keep x alive.
+  x->clear_bindings();
   for (const auto& s : sources) maybe_auto_delete_exchange(s);
 }
 

@@ -70,6 +70,11 @@ struct PublishOutcome {
 class Vhost : public QueueHooks {
  public:
   Vhost(std::string name, VhostEnv& env);
+  // Breaks exchange-to-exchange binding cycles, which would otherwise keep their exchanges (and
+  // every queue bound from them) alive.
+  ~Vhost();
+  Vhost(const Vhost&) = delete;
+  Vhost& operator=(const Vhost&) = delete;
 
   const std::string& name() const { return name_; }
 

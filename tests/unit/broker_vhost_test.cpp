@@ -34,6 +34,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -465,6 +466,26 @@ TEST_CASE("routing follows exchange-to-exchange bindings, cycles included") {
     f.bind("qb", "d", "");
     CHECK(f.routed("a", "x") == Strings{"qa", "qb"});
   }
+}
+
+TEST_CASE("deleted exchanges are freed, self-bound and cyclic ones included") {
+  // Bindings own their destinations; a self-binding or a cycle must not keep a deleted exchange
+  // (and the queues bound from it) alive.
+  Fixture f;
+  std::weak_ptr<broker::Exchange> a = f.exchange("a", "fanout");
+  std::weak_ptr<broker::Exchange> b = f.exchange("b", "fanout");
+  std::weak_ptr<broker::Queue> q = f.queue("q");
+  f.bind("q", "a", "");
+  f.vh.bind_exchange("a", "a", "", {});
+  f.vh.bind_exchange("b", "a", "", {});
+  f.vh.bind_exchange("a", "b", "", {});
+  f.vh.delete_exchange("a", false);
+  CHECK(a.expired());
+  CHECK_FALSE(b.expired());
+  f.vh.delete_exchange("b", false);
+  CHECK(b.expired());
+  f.vh.delete_queue("q", false, false, 1);
+  CHECK(q.expired());
 }
 
 TEST_CASE("headers exchanges in the vhost decode the message's headers") {
