@@ -20,11 +20,12 @@ import urllib.request
 import pika
 import pytest
 
-from conftest import TARGET
 from minibroker_proc import default_binary
 from rabbitmq_node import free_port
 from util import uname, wait_for
 
+# Read here, not imported from conftest: tests/e2e_worker has a conftest of that name too.
+TARGET = os.environ.get("MB_E2E_TARGET", "minibroker").strip().lower()
 pytestmark = pytest.mark.skipif(TARGET != "minibroker", reason="starts its own minibroker with --http-port")
 
 # Generous: the machine is shared and loaded.
