@@ -15,6 +15,7 @@
 #include <atomic>
 #include <stdexcept>
 
+#include "broker/record.hpp"
 #include "common/amqp/bytes.hpp"
 #include "common/amqp/field_table.hpp"
 
@@ -22,6 +23,7 @@ namespace mb::broker::access {
 namespace {
 
 using amqp::FieldTable;
+using record::str;
 using store::MetaKind;
 
 // Grants get process-wide unique serials, so a cached (serial, resource) pair
@@ -30,24 +32,6 @@ std::atomic<std::uint64_t> g_next_grant_serial{1};
 
 // The usual grant (guest's, most applications'): worth skipping the regex for.
 constexpr std::string_view kMatchAll = ".*";
-
-std::string encode_table(const FieldTable& t) {
-  std::string out;
-  amqp::Writer w(out);
-  amqp::encode_table(w, t);
-  return out;
-}
-
-FieldTable decode_table(std::string_view blob) {
-  amqp::Reader r(blob);
-  return amqp::decode_table(r);
-}
-
-std::string str(const FieldTable& t, std::string_view key) {
-  const auto* v = t.find(key);
-  auto s = v ? v->as_string() : std::nullopt;
-  return s ? std::string(*s) : std::string();
-}
 
 std::string permission_key(std::string_view vhost, std::string_view user) {
   std::string k(vhost);
@@ -191,18 +175,18 @@ store::Status AccessControl::load() {
   try {
     if (store::Status s = store_->list_meta(MetaKind::kUser, records); !s.ok()) return s;
     for (const auto& rec : records) {
-      FieldTable t = decode_table(rec.value);
+      FieldTable t = record::decode(rec.value);
       User u{str(t, "name"), str(t, "password_hash"), parse_tags(str(t, "tags"))};
       if (u.name.empty()) continue;
       users_.emplace(u.name, std::move(u));
     }
     records.clear();
     if (store::Status s = store_->list_meta(MetaKind::kVhost, records); !s.ok()) return s;
-    for (const auto& rec : records) vhosts_.insert(str(decode_table(rec.value), "name"));
+    for (const auto& rec : records) vhosts_.insert(str(record::decode(rec.value), "name"));
     records.clear();
     if (store::Status s = store_->list_meta(MetaKind::kPermission, records); !s.ok()) return s;
     for (const auto& rec : records) {
-      FieldTable t = decode_table(rec.value);
+      FieldTable t = record::decode(rec.value);
       std::string user = str(t, "user"), vhost = str(t, "vhost"), error;
       auto g = Grant::compile(PermissionSet{str(t, "configure"), str(t, "write"), str(t, "read")}, &error);
       if (!g) {
@@ -360,14 +344,14 @@ void AccessControl::put_user(const User& u) {
   t.set("password_hash", u.password_hash);
   t.set("hashing_algorithm", std::string(kHashingAlgorithm));
   t.set("tags", u.tags_text());
-  store_->put_meta(MetaKind::kUser, u.name, encode_table(t));
+  store_->put_meta(MetaKind::kUser, u.name, record::encode(t));
 }
 
 void AccessControl::put_vhost(std::string_view name) {
   if (!store_) return;
   FieldTable t;
   t.set("name", std::string(name));
-  store_->put_meta(MetaKind::kVhost, name, encode_table(t));
+  store_->put_meta(MetaKind::kVhost, name, record::encode(t));
 }
 
 void AccessControl::put_permission(std::string_view vhost, std::string_view user, const PermissionSet& p) {
@@ -378,7 +362,7 @@ void AccessControl::put_permission(std::string_view vhost, std::string_view user
   t.set("configure", p.configure);
   t.set("write", p.write);
   t.set("read", p.read);
-  store_->put_meta(MetaKind::kPermission, permission_key(vhost, user), encode_table(t));
+  store_->put_meta(MetaKind::kPermission, permission_key(vhost, user), record::encode(t));
 }
 
 void AccessControl::erase_permission(std::string_view vhost, std::string_view user) {

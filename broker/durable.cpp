@@ -6,6 +6,7 @@
 #include <chrono>
 #include <unordered_map>
 
+#include "broker/record.hpp"
 #include "broker/vhost.hpp"
 #include "common/amqp/properties.hpp"
 
@@ -13,6 +14,9 @@ namespace mb::broker {
 namespace {
 
 using amqp::FieldTable;
+using record::flag;
+using record::str;
+using record::table;
 using store::MetaKind;
 
 constexpr std::size_t kRestoreBatch = 4096;  // entries paged in per store read at start-up
@@ -54,34 +58,6 @@ DelayedHeader read_delayed_header(amqp::Reader& r) {
   return h;
 }
 
-std::string encode_table(const FieldTable& t) {
-  std::string out;
-  amqp::Writer w(out);
-  amqp::encode_table(w, t);
-  return out;
-}
-
-FieldTable decode_table(std::string_view blob) {
-  amqp::Reader r(blob);
-  return amqp::decode_table(r);
-}
-
-std::string str(const FieldTable& t, std::string_view key) {
-  const auto* v = t.find(key);
-  auto s = v ? v->as_string() : std::nullopt;
-  return s ? std::string(*s) : std::string();
-}
-
-bool flag(const FieldTable& t, std::string_view key) {
-  const auto* v = t.find(key);
-  return v && v->as_bool().value_or(false);
-}
-
-FieldTable table(const FieldTable& t, std::string_view key) {
-  const auto* v = t.find(key);
-  return v && v->as_table() ? *v->as_table() : FieldTable{};
-}
-
 std::string binding_key(std::string_view vhost, const Exchange& source, const Binding& b) {
   std::string k = key_of(vhost, source.name());
   k.push_back('\0');
@@ -90,7 +66,7 @@ std::string binding_key(std::string_view vhost, const Exchange& source, const Bi
   k.push_back('\0');
   k.append(b.routing_key);
   k.push_back('\0');
-  k.append(encode_table(b.arguments));
+  k.append(record::encode(b.arguments));
   return k;
 }
 
@@ -161,7 +137,7 @@ void StorePersistence::exchange_declared(std::string_view vhost, const Exchange&
   t.set("auto_delete", x.auto_delete());
   t.set("internal", x.internal());
   t.set("arguments", x.arguments());
-  store_.put_meta(MetaKind::kExchange, key_of(vhost, x.name()), encode_table(t));
+  store_.put_meta(MetaKind::kExchange, key_of(vhost, x.name()), record::encode(t));
   touched();
 }
 
@@ -178,7 +154,7 @@ void StorePersistence::queue_declared(std::string_view vhost, Queue& q) {
   t.set("name", q.name());
   t.set("auto_delete", q.auto_delete());
   t.set("arguments", q.raw_args());
-  store_.put_meta(MetaKind::kQueue, key_of(vhost, q.name()), encode_table(t));
+  store_.put_meta(MetaKind::kQueue, key_of(vhost, q.name()), record::encode(t));
   touched();
 }
 
@@ -195,7 +171,7 @@ void StorePersistence::binding_added(std::string_view vhost, const Exchange& sou
   t.set("destination_is_exchange", b.destination.exchange != nullptr);
   t.set("routing_key", b.routing_key);
   t.set("arguments", b.arguments);
-  store_.put_meta(MetaKind::kBinding, binding_key(vhost, source, b), encode_table(t));
+  store_.put_meta(MetaKind::kBinding, binding_key(vhost, source, b), record::encode(t));
   touched();
 }
 
@@ -364,7 +340,7 @@ std::uint64_t StorePersistence::restore(Vhost& vhost) {
   store_.list_meta(MetaKind::kExchange, records);
   for (const auto& rec : records) {
     if (!mine(rec)) continue;
-    FieldTable t = decode_table(rec.value);
+    FieldTable t = record::decode(rec.value);
     auto type = parse_exchange_type(str(t, "type"));
     if (!type) continue;
     auto x = std::make_shared<Exchange>(str(t, "name"), *type, true, flag(t, "auto_delete"), flag(t, "internal"),
@@ -378,7 +354,7 @@ std::uint64_t StorePersistence::restore(Vhost& vhost) {
   std::size_t restored_messages = 0;
   std::unordered_map<std::uint64_t, MessagePtr> shared;  // a message in several queues stays one object
   for (const auto& rec : records) {
-    FieldTable t = decode_table(rec.value);
+    FieldTable t = record::decode(rec.value);
     const auto* idv = t.find("id");
     const std::uint64_t id = idv ? static_cast<std::uint64_t>(idv->as_int().value_or(0)) : 0;
     next_queue_id_ = std::max(next_queue_id_, id + 1);  // queue ids are unique across vhosts
@@ -442,7 +418,7 @@ std::uint64_t StorePersistence::restore(Vhost& vhost) {
   std::size_t restored_bindings = 0;
   for (const auto& rec : records) {
     if (!mine(rec)) continue;
-    FieldTable t = decode_table(rec.value);
+    FieldTable t = record::decode(rec.value);
     ExchangePtr source = vhost.find_exchange(str(t, "source"));
     if (!source) continue;
     Destination d;
@@ -484,7 +460,7 @@ std::size_t purge_vhost_records(store::Store& store, std::string_view vhost) {
       if (!rec.key.starts_with(prefix)) continue;
       if (kind == MetaKind::kQueue) {
         try {
-          const auto* idv = decode_table(rec.value).find("id");
+          const auto* idv = record::decode(rec.value).find("id");
           if (const auto id = idv ? idv->as_int() : std::nullopt; id && *id > 0)
             store.delete_queue(static_cast<store::QueueId>(*id));
         } catch (const amqp::DecodeError& e) {

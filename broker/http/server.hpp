@@ -2,7 +2,7 @@
 // single-threaded broker.
 //
 // How to add routes (see also broker/http/README.md):
-//   - Write `void register_xxx_routes(HttpServer& http, Broker& broker)` and call
+//   - Write a function such as `void register_queue_routes(HttpServer&, Broker&)` and call
 //     it from register_routes() in broker/http/routes.cpp (the task view's
 //     register_task_routes() is already wired: define it in broker/tasks/*.cpp).
 //   - Register with http.get/put/post/del(pattern, handler). Patterns are

@@ -36,34 +36,18 @@
 #include "broker/store/memory_store.hpp"
 #include "broker/store/rocksdb_store.hpp"
 #include "support/broker_fakes.hpp"
+#include "support/temp_dir.hpp"
 
 namespace {
 
 using namespace mb::broker::access;
 using mb::broker::Channel;
 using mb::broker::Vhost;
-namespace fs = std::filesystem;
+using mb::test::TempDir;
 namespace amqp = mb::amqp;
 
 // Runs store callbacks at once (the tests are single-threaded).
 void run_now(std::function<void()> fn) { fn(); }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "access_test.XXXXXX").string();
-    REQUIRE(mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 std::string hex(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";

@@ -47,6 +47,7 @@
 
 #include "broker/store/memory_store.hpp"
 #include "broker/store/rocksdb_store.hpp"
+#include "support/temp_dir.hpp"
 
 extern char** environ;
 
@@ -54,23 +55,7 @@ namespace {
 
 using namespace mb::store;
 namespace fs = std::filesystem;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "store_test.XXXXXX").string();
-    REQUIRE(mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using mb::test::TempDir;
 
 // Stands in for the broker's io_context: post() from any thread, run here.
 class Completions {
