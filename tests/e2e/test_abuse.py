@@ -22,7 +22,7 @@ import pika
 import pytest
 
 from amqp_raw import (CONNECTION_CLOSE, CHANNEL_CLOSE, FRAME_BODY, PROTOCOL_HEADER, RawAMQP,
-                      body_frame, content_header, frame, method_frame, shortstr, table)
+                      body_frame, content_header, method_frame, shortstr, table)
 from minibroker_proc import MinibrokerProc, default_binary
 from util import uname
 

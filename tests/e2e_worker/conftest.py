@@ -38,6 +38,16 @@ def own_broker(request):
 
 
 @pytest.fixture
+def app(broker):
+    """A Python Celery client app on the broker, with the rpc:// result backend."""
+    from celery import Celery  # here: the task runtime's suites do not need Celery imported
+    a = Celery("addTask", broker=broker.url, backend="rpc://")
+    a.conf.broker_connection_retry_on_startup = False
+    yield a
+    a.close()
+
+
+@pytest.fixture
 def queue_name(request):
     """A queue of the test's own, so tests sharing a broker do not interfere."""
     return "q_" + re.sub(r"\W", "_", request.node.name)[:60] + "_%d_%d" % (os.getpid(), next_id())

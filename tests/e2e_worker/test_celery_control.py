@@ -17,24 +17,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
-from celery import Celery
 from kombu import Connection, Exchange, Queue
 
 COMMON_FIELDS = {"hostname", "utcoffset", "pid", "clock", "timestamp", "type"}
 WORKER_FIELDS = COMMON_FIELDS | {"freq", "active", "processed", "loadavg", "sw_ident", "sw_ver", "sw_sys"}
-
-
-@pytest.fixture
-def app(broker):
-    a = Celery("addTask", broker=broker.url, backend="rpc://")
-    a.conf.broker_connection_retry_on_startup = False
-    yield a
-    a.close()
 
 
 @pytest.fixture

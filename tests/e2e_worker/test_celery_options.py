@@ -12,15 +12,6 @@ Runs against each broker of MB_WORKER_BROKERS, like the rest of this folder.
 
 import celery.exceptions
 import pytest
-from celery import Celery
-
-
-@pytest.fixture
-def app(broker):
-    a = Celery("addTask", broker=broker.url, backend="rpc://")
-    a.conf.broker_connection_retry_on_startup = False
-    yield a
-    a.close()
 
 
 def test_expired_while_waiting_for_countdown_is_revoked(app, start_worker, queue_name):
