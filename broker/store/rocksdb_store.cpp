@@ -52,6 +52,33 @@ rocksdb::ColumnFamilyOptions cf_options(const std::shared_ptr<rocksdb::Cache>& c
   return cf;
 }
 
+// Opens the database with all of `cfs` (the default family first). A fresh
+// directory gets its families in one CreateColumnFamilies call: RocksDB then
+// writes its OPTIONS file once, where create_missing_column_families writes
+// and fsyncs it once per family.
+rocksdb::Status open_db(const rocksdb::DBOptions& db_options, const std::string& dir,
+                        const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs,
+                        std::vector<rocksdb::ColumnFamilyHandle*>& handles, rocksdb::DB*& db) {
+  std::vector<std::string> existing;
+  if (rocksdb::DB::ListColumnFamilies(db_options, dir, &existing).ok()) {
+    rocksdb::DBOptions reopen = db_options;
+    reopen.create_missing_column_families = true;  // a directory written by an older layout
+    return rocksdb::DB::Open(reopen, dir, cfs, &handles, &db);
+  }
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, {cfs.front()}, &handles, &db);
+  if (!s.ok()) return s;
+  std::vector<rocksdb::ColumnFamilyHandle*> created;
+  s = db->CreateColumnFamilies({cfs.begin() + 1, cfs.end()}, &created);
+  handles.insert(handles.end(), created.begin(), created.end());
+  if (!s.ok()) {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    handles.clear();
+    delete db;
+    db = nullptr;
+  }
+  return s;
+}
+
 }  // namespace
 
 RocksDbStore::RocksDbStore() : impl_(std::make_unique<Impl>()) {}
@@ -75,7 +102,6 @@ Status RocksDbStore::open(const RocksDbStoreOptions& options, PostFn post, std::
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
-  db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
   db_options.max_total_wal_size = options.max_wal_bytes;
   db_options.db_write_buffer_size = kDbWriteBufferBytes;
@@ -91,7 +117,7 @@ Status RocksDbStore::open(const RocksDbStoreOptions& options, PostFn post, std::
       {kEntriesCf, cf_options(cache, options.entries_write_buffer_bytes, false)},
       {kDelayedCf, cf_options(cache, 8u << 20, false)},
   };
-  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, cfs, &impl.handles, &impl.db);
+  rocksdb::Status s = open_db(db_options, dir, cfs, impl.handles, impl.db);
   if (!s.ok()) {
     impl.db = nullptr;
     if (s.IsIOError() && s.ToString().find("LOCK") != std::string::npos) {
