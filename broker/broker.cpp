@@ -142,9 +142,11 @@ void Broker::stop() {
   persistence_->after_commit([](bool) {});  // whatever the last turn wrote
   if (store_) {
     const store::StoreCounters c = store_->counters();
-    spdlog::info("store: {} fsyncs, {} messages and {} queue entries written ({:.1f} entries per fsync)", c.fsyncs,
-                 c.messages_written, c.entries_written,
-                 c.fsyncs ? static_cast<double>(c.entries_written) / static_cast<double>(c.fsyncs) : 0.0);
+    spdlog::info(
+        "store: {} fsyncs, {} messages and {} queue entries written ({:.1f} entries per fsync), {} messages "
+        "consumed before they were written",
+        c.fsyncs, c.messages_written, c.entries_written,
+        c.fsyncs ? static_cast<double>(c.entries_written) / static_cast<double>(c.fsyncs) : 0.0, c.transient_messages);
   }
   auto grace = std::make_shared<asio::steady_timer>(io_, kShutdownGrace);
   grace->async_wait([this, grace](const asio::error_code&) { io_.stop(); });

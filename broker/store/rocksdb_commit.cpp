@@ -5,6 +5,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "broker/store/keys.hpp"
 #include "broker/store/rocksdb_internal.hpp"
@@ -28,6 +29,12 @@ class Round {
 
  private:
   using Op = RocksDbStore::Op;
+  // Messages stored and fully removed again within this round (every entry
+  // acked before the storage thread took it): none of their operations is
+  // written. RabbitMQ skips such writes too; a confirm still waits for the
+  // round, so it never comes before the message is durable or consumed.
+  void find_transient(const std::vector<Op>& work);
+  bool skipped(const Op& op) const;
   Status apply(Op& op);
   Status purge(QueueId queue, Seq first, const std::vector<Seq>& keep);
   Status write(bool sync);
@@ -46,6 +53,8 @@ class Round {
   std::uint64_t batch_ops_ = 0, batch_messages_ = 0, batch_entries_ = 0;
   bool wrote_unsynced_ = false;
   std::vector<std::pair<DoneFn, Status>> done_;
+  // find_transient: live entries of each message first stored in this round.
+  std::unordered_map<MessageId, std::uint32_t> born_;
 };
 
 }  // namespace
@@ -99,7 +108,43 @@ void RocksDbStore::storage_thread_main() {
 
 namespace {
 
+void Round::find_transient(const std::vector<Op>& work) {
+  for (const Op& op : work) {
+    switch (op.kind) {
+      case Op::Kind::kEnqueue:
+        if (op.has_blob) {
+          born_[op.c] = 1;
+        } else if (auto it = born_.find(op.c); it != born_.end()) {
+          ++it->second;
+        }
+        break;
+      case Op::Kind::kRemoveEntry:
+        if (auto it = born_.find(op.c); it != born_.end()) --it->second;
+        break;
+      case Op::Kind::kPurgeQueue:
+        born_.clear();  // a purge reads what is written: keep this round literal
+        return;
+      default:
+        break;
+    }
+  }
+  std::erase_if(born_, [](const auto& kv) { return kv.second != 0; });
+}
+
+bool Round::skipped(const Op& op) const {
+  switch (op.kind) {
+    case Op::Kind::kEnqueue:
+    case Op::Kind::kRemoveEntry:
+    case Op::Kind::kUpdateCount:
+      return born_.contains(op.c);
+    default:
+      return false;
+  }
+}
+
 void Round::run(std::vector<Op>& work) {
+  find_transient(work);
+  impl_.transient_messages.fetch_add(born_.size(), std::memory_order_relaxed);
   Status status;
   bool trailing_ops = false;  // ops after the last commit of the round
   for (auto& op : work) {
@@ -110,6 +155,7 @@ void Round::run(std::vector<Op>& work) {
     }
     trailing_ops = true;
     if (!status.ok()) continue;  // the round failed: drop the rest
+    if (skipped(op)) continue;
     status = apply(op);
     if (status.ok() && batch_.GetDataSize() >= impl_.options.max_batch_bytes) status = write(false);
   }

@@ -102,7 +102,7 @@ struct RocksDbStore::Impl {
   std::optional<Status> injected;  // guarded by inject_mutex
 
   std::atomic<std::uint64_t> fsyncs{0}, write_batches{0}, operations{0}, messages_written{0},
-      entries_written{0}, commits{0}, failed_batches{0};
+      entries_written{0}, commits{0}, failed_batches{0}, transient_messages{0};
 
   std::uint32_t refs(MessageId m) const {
     if (auto it = delta.find(m); it != delta.end()) return it->second;

@@ -341,6 +341,7 @@ StoreCounters RocksDbStore::counters() const {
   c.operations = impl_->operations.load();
   c.messages_written = impl_->messages_written.load();
   c.entries_written = impl_->entries_written.load();
+  c.transient_messages = impl_->transient_messages.load();
   c.commits = impl_->commits.load();
   c.failed_batches = impl_->failed_batches.load();
   return c;

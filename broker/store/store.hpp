@@ -110,6 +110,7 @@ struct StoreCounters {
   std::uint64_t entries_written = 0;   // queue entries stored
   std::uint64_t commits = 0;           // commit() points completed
   std::uint64_t failed_batches = 0;    // writes that returned an error
+  std::uint64_t transient_messages = 0;  // stored and removed in one round: never written
 };
 
 class Store {

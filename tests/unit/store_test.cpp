@@ -551,6 +551,51 @@ TEST_CASE_TEMPLATE("group commit: many commits, fewer batches, every completion 
   CHECK(f.entries(1, 500).size() == kCommits);
 }
 
+TEST_CASE("rocksdb: a message consumed within one round is never written; a partly consumed one is") {
+  Fixture<RocksBackend> f;
+  f.store().enqueue(1, 5, 40, body_of(40));  // written in an earlier round, removed in the next
+  REQUIRE(f.commit().ok());
+  const auto before = f.store().counters();
+  f.store().remove_entry(1, 5, 40);
+  f.store().enqueue(1, 6, 41, body_of(41));  // fan-out to two queues, both acked, redelivered once
+  f.store().enqueue(2, 1, 41, std::nullopt);
+  f.store().update_delivery_count(1, 6, 41, 1);
+  f.store().remove_entry(2, 1, 41);
+  f.store().remove_entry(1, 6, 41);
+  f.store().enqueue(1, 7, 42, body_of(42));  // fan-out, one of two entries acked
+  f.store().enqueue(2, 2, 42, std::nullopt);
+  f.store().remove_entry(2, 2, 42);
+  REQUIRE(f.commit().ok());
+  const auto after = f.store().counters();
+  CHECK(after.transient_messages - before.transient_messages == 1);
+  CHECK(after.messages_written - before.messages_written == 1);  // 42 only
+  CHECK(after.entries_written - before.entries_written == 2);    // (1,7) and (2,2)
+  CHECK_FALSE(f.message(40).has_value());
+  CHECK_FALSE(f.message(41).has_value());
+  CHECK(f.message(42) == body_of(42));
+  f.reopen();
+  CHECK(seqs_of(f.entries(1)) == std::vector<Seq>{7});
+  CHECK(f.entries(2).empty());
+  CHECK_FALSE(f.message(41).has_value());
+  f.store().remove_entry(1, 7, 42);
+  REQUIRE(f.commit().ok());
+  CHECK_FALSE(f.message(42).has_value());
+}
+
+TEST_CASE("rocksdb: a round with a purge writes every operation as submitted") {
+  Fixture<RocksBackend> f;
+  f.store().enqueue(1, 1, 50, body_of(50));
+  f.store().remove_entry(1, 1, 50);
+  f.store().enqueue(1, 2, 51, body_of(51));
+  f.store().purge_queue(1, {});
+  f.store().enqueue(1, 3, 52, body_of(52));
+  REQUIRE(f.commit().ok());
+  CHECK(f.store().counters().transient_messages == 0);
+  CHECK_FALSE(f.message(50).has_value());
+  CHECK_FALSE(f.message(51).has_value());
+  CHECK(seqs_of(f.entries(1)) == std::vector<Seq>{3});
+}
+
 TEST_CASE_TEMPLATE("a failed write fails its commits, and the store carries on", B, MemoryBackend, RocksBackend) {
   Fixture<B> f;
   f.store().enqueue(1, 1, 1, body_of(1));
