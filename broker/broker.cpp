@@ -40,12 +40,18 @@ Broker::Broker(Options options, std::unique_ptr<Persistence> persistence)
       accept_retry_timer_(io_),
       signals_(io_),
       persistence_(persistence ? std::move(persistence) : std::make_unique<Persistence>()),
-      tasks_(std::make_unique<tasks::TaskTracker>(tasks::TrackerOptions{}, nullptr)) {
+      tasks_(std::make_unique<tasks::TaskTracker>(tracker_options(), nullptr)) {
   access_.load();  // in memory until open_store(): vhost "/" and guest
   for (const auto& name : access_.vhosts()) vhosts_.emplace(name, std::make_unique<Vhost>(name, *this));
 }
 
 Broker::~Broker() = default;
+
+tasks::TrackerOptions Broker::tracker_options() const {
+  tasks::TrackerOptions t;
+  t.max_tasks = options_.task_history;
+  return t;
+}
 
 std::string Broker::open_store(const std::string& dir) {
   std::unique_ptr<store::RocksDbStore> db;
@@ -67,7 +73,7 @@ std::string Broker::open_store(const std::string& dir) {
     vhosts_.emplace(name, std::move(vh));
   }
   persistence_ = std::move(p);
-  tasks_ = std::make_unique<tasks::TaskTracker>(tasks::TrackerOptions{}, store_.get());
+  tasks_ = std::make_unique<tasks::TaskTracker>(tracker_options(), store_.get());
   tasks_->restore();
   spdlog::info("data directory {}", dir);
   return {};

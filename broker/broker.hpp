@@ -94,6 +94,7 @@ class Broker : public VhostEnv {
   void accept();
   void accept_tls();
   void add_connection(Stream stream);
+  tasks::TrackerOptions tracker_options() const;
   void arm_tick();
   // Samples memory (every tick) and disk (less often); raises or clears alarms.
   void check_resources(std::int64_t tick);

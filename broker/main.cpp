@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   app.add_option("--disk-free-limit", o.disk_free_limit,
                  "block publishers while the data directory's disk has fewer bytes free (0: no disk alarm)")
       ->capture_default_str();
+  app.add_option("--task-history", o.task_history,
+                 "tasks the broker remembers for /api/tasks and the dashboard (0: no task tracking)")
+      ->capture_default_str();
   mb::broker::ctl::Ctl ctl(app);
   CLI11_PARSE(app, argc, argv);
   if (ctl.selected()) return ctl.run();

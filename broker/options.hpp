@@ -40,6 +40,9 @@ inline constexpr std::size_t kDefaultMaxConsumersPerChannel = 0;
 inline constexpr std::size_t kDefaultMaxQueues = 0;
 inline constexpr std::uint64_t kDefaultMemoryHighWatermark = 0;  // bytes allocated; 0: no memory alarm
 inline constexpr std::uint64_t kDefaultDiskFreeLimit = 50'000'000;  // RabbitMQ's default disk_free_limit (50 MB)
+// Tasks the task tracker remembers for /api/tasks (TrackerOptions::max_tasks):
+// a few hundred bytes each, so about 10 MB. 0 turns task tracking off.
+inline constexpr std::size_t kDefaultTaskHistory = 20000;
 
 struct Options {
   std::uint16_t port = kDefaultPort;
@@ -65,6 +68,7 @@ struct Options {
   std::size_t max_queues = kDefaultMaxQueues;  // per vhost, as RabbitMQ's max-queues vhost limit
   std::uint64_t memory_high_watermark = kDefaultMemoryHighWatermark;
   std::uint64_t disk_free_limit = kDefaultDiskFreeLimit;
+  std::size_t task_history = kDefaultTaskHistory;
 };
 
 }  // namespace mb::broker

@@ -1,5 +1,6 @@
 // Field table codec. See field_table.hpp for the type set and limits.
 #include "common/amqp/field_table.hpp"
+#include "common/amqp/field_skip.hpp"
 
 #include <algorithm>
 
@@ -68,6 +69,12 @@ std::optional<bool> FieldValue::as_bool() const {
 
 namespace {
 
+DecodeError unknown_field_type(char tag) {
+  return DecodeError(std::string("unknown field type '") +
+                     (tag >= 32 && tag < 127 ? std::string(1, tag) : std::to_string(static_cast<unsigned char>(tag))) +
+                     "'");
+}
+
 FieldArray decode_array(Reader& r, int depth) {
   Reader body(r.take(r.u32()));
   FieldArray a;
@@ -123,7 +130,46 @@ FieldValue decode_field_value(Reader& r, int depth) {
     case 'V':
       return FieldValue(Void{});
     default:
-      throw DecodeError(std::string("unknown field type '") + (tag >= 32 && tag < 127 ? std::string(1, tag) : std::to_string(static_cast<unsigned char>(tag))) + "'");
+      throw unknown_field_type(tag);
+  }
+}
+
+void skip_field_value(Reader& r) {
+  const char tag = static_cast<char>(r.u8());
+  switch (tag) {
+    case 'V':
+      return;
+    case 't':
+    case 'b':
+    case 'B':
+      r.take(1);
+      return;
+    case 's':
+    case 'u':
+      r.take(2);
+      return;
+    case 'I':
+    case 'i':
+    case 'f':
+      r.take(4);
+      return;
+    case 'D':
+      r.take(5);
+      return;
+    case 'l':
+    case 'L':
+    case 'd':
+    case 'T':
+      r.take(8);
+      return;
+    case 'S':
+    case 'x':
+    case 'A':
+    case 'F':
+      r.take(r.u32());
+      return;
+    default:
+      throw unknown_field_type(tag);
   }
 }
 

@@ -25,6 +25,7 @@
 
 #include "tests/unit/support/golden.hpp"
 #include "common/amqp/field_table.hpp"
+#include "common/amqp/field_skip.hpp"
 #include "common/amqp/format.hpp"
 #include "common/amqp/frame.hpp"
 
@@ -135,6 +136,15 @@ TEST_CASE("each RabbitMQ field type encodes to the exact bytes and decodes back"
     CHECK(r.empty());
     CHECK(back == c.value);
     CHECK(back.v.index() == c.value.v.index());
+    // Skipping steps over exactly the value's bytes; every truncation throws.
+    const std::string followed = c.wire + "tail";
+    Reader skipped(followed);
+    skip_field_value(skipped);
+    CHECK(skipped.remaining() == 4);
+    for (std::size_t n = 0; n < c.wire.size(); ++n) {
+      Reader cut(std::string_view(c.wire).substr(0, n));
+      CHECK_THROWS_AS(skip_field_value(cut), DecodeError);
+    }
 
     // The same value inside a table, under a key.
     FieldTable t;
@@ -171,6 +181,8 @@ TEST_CASE("every tag outside the RabbitMQ set is rejected") {
     std::string in = bytes({tag, 0, 0, 0, 0, 0, 0, 0, 0, 0});
     Reader r(in);
     CHECK_THROWS_AS(decode_field_value(r), DecodeError);
+    Reader rs(in);
+    CHECK_THROWS_AS(skip_field_value(rs), DecodeError);
     const std::string t = table_bytes(bytes({1, 'k'}) + in);
     Reader rt(t);
     CHECK_THROWS_AS(decode_table(rt), DecodeError);

@@ -335,3 +335,78 @@ TEST_CASE("the history is bounded, written to the store and restored") {
   CHECK(t.list_tasks({})["items"][0]["id"] == "t7");
   CHECK(t.find("t4") == nullptr);
 }
+
+TEST_CASE("a stored task record is the JSON the API serves, whatever its strings hold") {
+  auto data = std::make_shared<mb::store::MemoryStoreData>();
+  auto post = [](std::function<void()> fn) { fn(); };
+  const std::string id("odd-\xff-id", 8);  // not UTF-8: stored and served as U+FFFD
+  {
+    mb::store::MemoryStore store(post, data);
+    TaskTracker t({}, &store);
+    Published m = celery_task(id, "quote\"back\\slash");
+    mb::amqp::BasicProperties p = mb::amqp::decode_properties(m.properties);
+    p.headers->set("argsrepr", "(\"tab\there\", 'nl\nx', '\x01', 'caf\xc3\xa9')");
+    m.properties = mb::amqp::encode_properties(p);
+    REQUIRE(publish(t, m, kT0 + 0.25));
+    publish(t, celery_result(id, R"({"status":"FAILURE","result":{"exc_type":"E","exc_message":["m"]},"traceback":"T\r\n"})"),
+            kT0 + 1.5);
+    t.flush();
+    std::vector<mb::store::MetaRecord> records;
+    REQUIRE(store.list_meta(mb::store::MetaKind::kGeneric, records).ok());
+    const auto served = t.task(id);
+    REQUIRE(served.has_value());
+    bool found = false;
+    for (const auto& r : records) {
+      if (!r.key.starts_with("task/t/")) continue;
+      found = true;
+      CHECK(nlohmann::json::parse(r.value) == *served);
+    }
+    CHECK(found);
+    store.close();
+  }
+  mb::store::MemoryStore reopened(post, data);
+  TaskTracker t({}, &reopened);
+  t.restore();
+  REQUIRE(t.size() == 1);
+  const auto j = t.list_tasks({})["items"][0];
+  CHECK(j["id"] == "odd-\xef\xbf\xbd-id");
+  CHECK(j["name"] == "quote\"back\\slash");
+  CHECK(j["args"] == "(\"tab\there\", 'nl\nx', '\x01', 'caf\xc3\xa9')");
+  CHECK(j["state"] == "FAILURE");
+  CHECK(j["traceback"] == "T\r\n");
+  CHECK(j["sent"] == kT0 + 0.25);
+  CHECK(j["finished"] == kT0 + 1.5);
+}
+
+TEST_CASE("max_tasks 0 turns tracking off and leaves a stored history alone") {
+  auto data = std::make_shared<mb::store::MemoryStoreData>();
+  auto post = [](std::function<void()> fn) { fn(); };
+  {
+    mb::store::MemoryStore store(post, data);
+    TaskTracker t({}, &store);
+    publish(t, celery_task("kept", "add"), kT0);
+    t.flush();
+    store.close();
+  }
+  TrackerOptions off;
+  off.max_tasks = 0;
+  {
+    mb::store::MemoryStore store(post, data);
+    TaskTracker t(off, &store);
+    t.restore();
+    CHECK_FALSE(t.enabled());
+    CHECK_FALSE(publish(t, celery_task("new", "add"), kT0 + 1));
+    publish(t, event(R"({"type":"worker-online","hostname":"celery@vm","timestamp":1800000001.0})"), kT0 + 1,
+            "celeryev", "worker.online");
+    t.tick(kT0 + 10);
+    t.flush();
+    CHECK(t.size() == 0);
+    CHECK(t.worker("celery@vm") == nullptr);
+    store.close();
+  }
+  mb::store::MemoryStore reopened(post, data);
+  TaskTracker t({}, &reopened);
+  t.restore();
+  CHECK(t.size() == 1);
+  CHECK(t.find("kept") != nullptr);
+}

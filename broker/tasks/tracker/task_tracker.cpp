@@ -1,13 +1,17 @@
 // TaskTracker: see task_tracker.hpp for what is observed and what is not.
 #include "broker/tasks/tracker/task_tracker.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <exception>
+#include <iterator>
 
 #include "common/amqp/field_table.hpp"
+#include "common/amqp/field_skip.hpp"
 #include "common/task/capnp_codec.hpp"
 #include "common/task/celery.hpp"
 #include "common/task/message.hpp"
@@ -61,9 +65,45 @@ int rank(TaskState s) {
   }
 }
 
-std::optional<std::string_view> header_string(const amqp::FieldTable& h, std::string_view key) {
-  const amqp::FieldValue* v = h.find(key);
-  return v ? v->as_string() : std::nullopt;
+// The headers the tracker reads, as views into the encoded table.
+struct TaskHeaders {
+  std::optional<std::string_view> task, id, argsrepr, kwargsrepr;
+  std::int64_t retries = 0;
+};
+
+// A string header ('S', or 'x' bytes) as FieldValue::as_string reads it.
+std::optional<std::string_view> string_value(amqp::Reader value) {
+  const char tag = static_cast<char>(value.u8());
+  if (tag != 'S' && tag != 'x') return std::nullopt;
+  return value.longstr();
+}
+
+// One walk over the encoded table, stepping over the values it does not
+// need: no allocation per publish, unlike decoding the table. The first
+// entry of a repeated key wins, as FieldTable::find. A malformed table throws.
+TaskHeaders scan_task_headers(std::string_view encoded) {
+  amqp::Reader outer(encoded);
+  amqp::Reader r(outer.take(outer.u32()));
+  TaskHeaders h;
+  bool retries_seen = false;
+  while (!r.empty()) {
+    const std::string_view key = r.shortstr();
+    const amqp::Reader value = r;
+    amqp::skip_field_value(r);
+    std::optional<std::string_view>* slot = key == "task"         ? &h.task
+                                            : key == "id"         ? &h.id
+                                            : key == "argsrepr"   ? &h.argsrepr
+                                            : key == "kwargsrepr" ? &h.kwargsrepr
+                                                                  : nullptr;
+    if (slot != nullptr) {
+      if (!*slot) *slot = string_value(value);
+    } else if (key == "retries" && !retries_seen) {
+      amqp::Reader v = value;
+      h.retries = amqp::decode_field_value(v).as_int().value_or(0);
+      retries_seen = true;
+    }
+  }
+  return h;
 }
 
 // Peers put any bytes in headers, routing keys and bodies; JSON must be UTF-8.
@@ -99,6 +139,60 @@ std::string valid_utf8(std::string_view in) {
 
 // Serialises without throwing on invalid UTF-8 (replaced), for anything built from peer input.
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// ---- the stored task record, written without building a json value ----------
+// flush() writes every task that changed, thousands per second under load:
+// this writes the same JSON as dump(task_to_json(t)) (which the API serves and
+// restore() reads) straight into one reused buffer.
+
+// Appends text as a JSON string; text must be valid UTF-8 (clip() makes it so).
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  std::size_t plain = 0;  // start of the run of bytes copied as they are
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text.substr(plain, i - plain));
+    plain = i + 1;
+    switch (c) {
+      case '"': out.append("\\\""); break;
+      case '\\': out.append("\\\\"); break;
+      case '\n': out.append("\\n"); break;
+      case '\r': out.append("\\r"); break;
+      case '\t': out.append("\\t"); break;
+      default:
+        out.append("\\u00");
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 0xF]);
+    }
+  }
+  out.append(text.substr(plain));
+  out.push_back('"');
+}
+
+// Starts a member of the object being written: a separator unless first, then "name":.
+void append_key(std::string& out, std::string_view name) {
+  if (out.back() != '{') out.push_back(',');
+  append_json_string(out, name);
+  out.push_back(':');
+}
+
+void append_text(std::string& out, std::string_view name, std::string_view text) {
+  append_key(out, name);
+  append_json_string(out, text);
+}
+
+void append_count(std::string& out, std::string_view name, std::uint64_t n) {
+  append_key(out, name);
+  fmt::format_to(std::back_inserter(out), "{}", n);
+}
+
+// Shortest round-trip form; a non-finite value (a peer's runtime) has no JSON form and is written as 0.
+void append_number(std::string& out, std::string_view name, double x) {
+  append_key(out, name);
+  fmt::format_to(std::back_inserter(out), "{}", std::isfinite(x) ? x : 0.0);
+}
 
 std::string json_text(const json& j) { return j.is_string() ? j.get<std::string>() : dump(j); }
 
@@ -151,6 +245,34 @@ json task_to_json(const TaskRecord& t) {
               {"finished", t.finished},
               {"runtime", t.runtime},
               {"seq", t.seq}};
+}
+
+// The stored form: the members of task_to_json, written into out (cleared first).
+void write_task_record(std::string& out, const TaskRecord& t) {
+  out.assign("{");
+  const bool ascii_id = std::all_of(t.id.begin(), t.id.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  std::string repaired;  // a peer's id as served: invalid UTF-8 replaced
+  if (!ascii_id) repaired = valid_utf8(t.id);
+  append_text(out, "id", ascii_id ? std::string_view(t.id) : std::string_view(repaired));
+  append_text(out, "name", t.name);
+  append_text(out, "state", state_name(t.state));
+  append_text(out, "args", t.args);
+  append_text(out, "kwargs", t.kwargs);
+  append_text(out, "result", t.result);
+  append_text(out, "error", t.error);
+  append_text(out, "traceback", t.traceback);
+  append_text(out, "worker", t.worker);
+  append_text(out, "exchange", t.exchange);
+  append_text(out, "routing_key", t.routing_key);
+  append_text(out, "format", t.format);
+  append_count(out, "retries", t.retries);
+  append_number(out, "sent", t.sent);
+  append_number(out, "received", t.received);
+  append_number(out, "started", t.started);
+  append_number(out, "finished", t.finished);
+  append_number(out, "runtime", t.runtime);
+  append_count(out, "seq", t.seq);
+  out.push_back('}');
 }
 
 TaskRecord task_from_json(const json& j) {
@@ -244,6 +366,7 @@ TaskTracker::TaskTracker(TrackerOptions options, store::Store* store) : options_
 
 bool TaskTracker::on_publish(std::string_view exchange, std::string_view routing_key,
                              const amqp::PropertiesSummary& props, std::string_view body, double now) {
+  if (!enabled()) return false;
   try {
     if (props.has_headers && props.headers.find(kEncodedTaskKey) != std::string_view::npos) {
       return observe_task(exchange, routing_key, props, body, now);
@@ -263,13 +386,11 @@ bool TaskTracker::on_publish(std::string_view exchange, std::string_view routing
 
 bool TaskTracker::observe_task(std::string_view exchange, std::string_view routing_key,
                                const amqp::PropertiesSummary& props, std::string_view body, double now) {
-  amqp::Reader r(props.headers);
-  const amqp::FieldTable h = amqp::decode_table(r);
-  const auto name = header_string(h, "task");
-  const auto id = header_string(h, "id");
+  const TaskHeaders h = scan_task_headers(props.headers);
+  const auto& name = h.task;
+  const auto& id = h.id;
   if (!name || !id || id->empty()) return false;  // a `task` header that is not a task message
-  std::uint32_t retries = 0;
-  if (const amqp::FieldValue* v = h.find("retries")) retries = static_cast<std::uint32_t>(v->as_int().value_or(0));
+  const auto retries = static_cast<std::uint32_t>(h.retries);
 
   // Everything that can fail on a malformed body first, so a bad message leaves no record.
   std::string format, args, kwargs;
@@ -280,11 +401,9 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
     kwargs = clip(dump(task::value_to_json(task::Value(m.kwargs))));
   } else {
     format = "celery";
-    const auto argsrepr = header_string(h, "argsrepr");
-    const auto kwargsrepr = header_string(h, "kwargsrepr");
-    if (argsrepr && kwargsrepr) {
-      args = clip(*argsrepr);
-      kwargs = clip(*kwargsrepr);
+    if (h.argsrepr && h.kwargsrepr) {
+      args = clip(*h.argsrepr);
+      kwargs = clip(*h.kwargsrepr);
     } else if (props.content_type == task::kJsonContentType) {
       // Protocol v2 body: [args, kwargs, embed].
       const json b = json::parse(body);
@@ -323,9 +442,7 @@ void TaskTracker::on_delivered(std::string_view encoded_properties, double now) 
     // the headers need no decoding. Otherwise the `id` header says.
     auto it = tasks_.find(props.correlation_id);
     if (it == tasks_.end() && props.has_headers) {
-      amqp::Reader r(props.headers);
-      const amqp::FieldTable headers = amqp::decode_table(r);
-      if (const auto id = header_string(headers, "id")) it = tasks_.find(*id);
+      if (const auto id = scan_task_headers(props.headers).id) it = tasks_.find(*id);
     }
     if (it == tasks_.end()) return;  // evicted meanwhile
     TaskRecord& t = it->second;
@@ -493,8 +610,7 @@ void TaskTracker::evict_oldest() {
   auto oldest = by_seq_.begin();
   const std::string id = std::move(oldest->second);
   by_seq_.erase(oldest);
-  tasks_.erase(id);
-  dirty_tasks_.erase(id);
+  tasks_.erase(id);  // a pending write of it is skipped (flush() finds no record for its seq)
   deleted_tasks_.push_back(id);
   ++evicted_;
 }
@@ -571,7 +687,7 @@ void TaskTracker::malformed(std::string_view what, std::string_view detail) {
 // ---- persistence ------------------------------------------------------------
 
 void TaskTracker::restore() {
-  if (!store_) return;
+  if (!store_ || !enabled()) return;
   std::vector<store::MetaRecord> records;
   const store::Status s = store_->list_meta(store::MetaKind::kGeneric, records);
   if (!s.ok()) {
@@ -607,7 +723,7 @@ void TaskTracker::restore() {
 }
 
 void TaskTracker::tick(double now) {
-  if (now - last_flush_ < options_.flush_interval_s) return;
+  if (!enabled() || now - last_flush_ < options_.flush_interval_s) return;
   last_flush_ = now;
   try {
     flush();
@@ -628,21 +744,27 @@ void TaskTracker::flush() {
   if (dirty_tasks_.empty() && dirty_types_.empty() && dirty_workers_.empty() && deleted_tasks_.empty() &&
       deleted_workers_.empty())
     return;
-  std::string key;
+  std::string& key = key_;
   // Deletes first: an id evicted and then seen again within one interval is re-written.
-  for (const std::string& id : deleted_tasks_) store_->delete_meta(store::MetaKind::kGeneric, key.assign(kTaskKey) + id);
-  for (const std::string& h : deleted_workers_) store_->delete_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey) + h);
-  for (const std::string& id : dirty_tasks_) {
-    if (auto it = tasks_.find(id); it != tasks_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey) + id, dump(task_to_json(it->second)));
+  for (const std::string& id : deleted_tasks_)
+    store_->delete_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(id));
+  for (const std::string& h : deleted_workers_)
+    store_->delete_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey).append(h));
+  for (const std::uint64_t seq : dirty_tasks_) {
+    auto s = by_seq_.find(seq);
+    if (s == by_seq_.end()) continue;  // evicted since
+    TaskRecord& t = tasks_.find(s->second)->second;
+    t.dirty = false;
+    write_task_record(value_, t);
+    store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(t.id), value_);
   }
   for (const std::string& name : dirty_types_) {
     if (auto it = types_.find(name); it != types_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTypeKey) + name, dump(stats_to_json(it->second)));
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTypeKey).append(name), dump(stats_to_json(it->second)));
   }
   for (const std::string& h : dirty_workers_) {
     if (auto it = workers_.find(h); it != workers_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey) + h, dump(worker_to_json(it->second)));
+      store_->put_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey).append(h), dump(worker_to_json(it->second)));
   }
   dirty_tasks_.clear();
   dirty_types_.clear();

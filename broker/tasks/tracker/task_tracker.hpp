@@ -86,6 +86,7 @@ struct TaskRecord {
   double sent = 0, received = 0, started = 0, finished = 0;
   double runtime = 0;     // seconds; from the worker when it says, else measured
   std::uint64_t seq = 0;  // creation order: listing and eviction
+  bool dirty = false;     // changed since the last flush (not itself stored)
 };
 
 // Counters per task name. Current counts (queued, running) are computed from
@@ -110,7 +111,8 @@ struct WorkerRecord {
 
 struct TrackerOptions {
   // Tasks kept in memory and in the store; the oldest is evicted past it. At a
-  // few hundred bytes each this bounds the history near 10 MB.
+  // few hundred bytes each this bounds the history near 10 MB. 0 turns the
+  // tracker off: nothing is observed, and a stored history is left as it is.
   std::size_t max_tasks = 20000;
   // Workers are few; the bound only stops a peer inventing hostnames forever.
   std::size_t max_workers = 1000;
@@ -133,6 +135,8 @@ class TaskTracker {
  public:
   // store may be null (no data directory): the history is then memory only.
   TaskTracker(TrackerOptions options, store::Store* store);
+
+  bool enabled() const { return options_.max_tasks > 0; }
 
   // Loads the history the store holds (call once, before traffic).
   void restore();
@@ -182,7 +186,11 @@ class TaskTracker {
     dirty_workers_.insert(w.hostname);
   }
   void evict_oldest();
-  void mark(const TaskRecord& t) { dirty_tasks_.insert(t.id); }
+  void mark(TaskRecord& t) {
+    if (store_ == nullptr || t.dirty) return;
+    t.dirty = true;
+    dirty_tasks_.push_back(t.seq);
+  }
   std::string clip(std::string_view text) const;
   void malformed(std::string_view what, std::string_view detail);
 
@@ -196,9 +204,12 @@ class TaskTracker {
   std::uint64_t evicted_ = 0;
   std::uint64_t malformed_ = 0;
   std::uint64_t results_seen_ = 0, events_seen_ = 0;
-  // What flush() writes: ids and names changed since the last flush.
-  std::unordered_set<std::string> dirty_tasks_, dirty_types_, dirty_workers_;
+  // What flush() writes: tasks (by seq; an evicted one is skipped), names and
+  // hostnames changed since the last flush.
+  std::vector<std::uint64_t> dirty_tasks_;
+  std::unordered_set<std::string> dirty_types_, dirty_workers_;
   std::vector<std::string> deleted_tasks_, deleted_workers_;
+  std::string key_, value_;  // flush()'s buffers, reused
   double last_flush_ = 0;
 };
 
