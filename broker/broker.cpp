@@ -4,15 +4,24 @@
 #include <spdlog/spdlog.h>
 
 #include <malloc.h>
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
-#endif
 #include <sys/statvfs.h>
 
 #include <chrono>
 
 #include "broker/durable.hpp"
 #include "broker/store/rocksdb_store.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)  // GCC; clang: __has_feature(address_sanitizer)
+#define MB_ADDRESS_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MB_ADDRESS_SANITIZER 1
+#endif
+#endif
+#ifdef MB_ADDRESS_SANITIZER
+// ASan's runtime (declared in sanitizer/allocator_interface.h, which GCC does not install).
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
+#endif
 
 namespace mb::broker {
 namespace {
@@ -31,7 +40,7 @@ constexpr std::int64_t kDiskCheckTicks = 50;
 // Under AddressSanitizer malloc is ASan's, which glibc's mallinfo2() does not
 // see: ask ASan's allocator instead (freed chunks in its quarantine not counted).
 std::uint64_t allocated_bytes() {
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef MB_ADDRESS_SANITIZER
   return __sanitizer_get_current_allocated_bytes();
 #else
   const struct mallinfo2 mi = mallinfo2();
