@@ -222,9 +222,14 @@ AuthResult AccessControl::authenticate(std::string_view user, std::string_view p
 }
 
 Result AccessControl::add_user(std::string_view name, std::string_view password, std::vector<std::string> tags) {
+  return add_user_with_hash(name, hash_password(password), std::move(tags));
+}
+
+Result AccessControl::add_user_with_hash(std::string_view name, std::string password_hash,
+                                         std::vector<std::string> tags) {
   if (name.empty()) return {Outcome::kInvalid, "user name must not be empty"};
   if (users_.contains(name)) return {Outcome::kAlreadyExists, fmt::format("user '{}' already exists", name)};
-  User u{std::string(name), hash_password(password), std::move(tags)};
+  User u{std::string(name), std::move(password_hash), std::move(tags)};
   put_user(u);
   users_.emplace(u.name, std::move(u));
   write_through();
@@ -249,9 +254,13 @@ Result AccessControl::delete_user(std::string_view name) {
 }
 
 Result AccessControl::change_password(std::string_view name, std::string_view password) {
+  return set_password_hash(name, hash_password(password));
+}
+
+Result AccessControl::set_password_hash(std::string_view name, std::string password_hash) {
   auto it = users_.find(name);
   if (it == users_.end()) return {Outcome::kNotFound, fmt::format("user '{}' does not exist", name)};
-  it->second.password_hash = hash_password(password);
+  it->second.password_hash = std::move(password_hash);
   put_user(it->second);
   write_through();
   return {};

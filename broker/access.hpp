@@ -129,9 +129,14 @@ class AccessControl {
   AuthResult authenticate(std::string_view user, std::string_view password, bool loopback) const;
 
   Result add_user(std::string_view name, std::string_view password, std::vector<std::string> tags = {});
+  // The same with a stored hash (salt ++ digest, as hash_password() makes it;
+  // RabbitMQ's password_hash decoded); an empty hash disables password login.
+  Result add_user_with_hash(std::string_view name, std::string password_hash, std::vector<std::string> tags = {});
   // Removes the user and every permission it held.
   Result delete_user(std::string_view name);
   Result change_password(std::string_view name, std::string_view password);
+  // Replaces the stored hash (empty: password login disabled, as RabbitMQ's clear_password).
+  Result set_password_hash(std::string_view name, std::string password_hash);
   Result set_user_tags(std::string_view name, std::vector<std::string> tags);
   Result add_vhost(std::string_view name);
   // Removes the vhost and every permission on it (its entities are the broker's business).

@@ -11,6 +11,18 @@
 #include "broker/durable.hpp"
 #include "broker/store/rocksdb_store.hpp"
 
+#if defined(__SANITIZE_ADDRESS__)  // GCC; clang: __has_feature(address_sanitizer)
+#define MB_ADDRESS_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MB_ADDRESS_SANITIZER 1
+#endif
+#endif
+#ifdef MB_ADDRESS_SANITIZER
+// ASan's runtime (declared in sanitizer/allocator_interface.h, which GCC does not install).
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
+#endif
+
 namespace mb::broker {
 namespace {
 
@@ -25,9 +37,15 @@ constexpr std::int64_t kDiskCheckTicks = 50;
 // Bytes the process has allocated through malloc (arenas in use plus mmapped
 // chunks): what was freed is no longer counted, unlike RSS, so the alarm clears
 // once queues drain. Walks the arenas' free lists: cheap at one call a second.
+// Under AddressSanitizer malloc is ASan's, which glibc's mallinfo2() does not
+// see: ask ASan's allocator instead (freed chunks in its quarantine not counted).
 std::uint64_t allocated_bytes() {
+#ifdef MB_ADDRESS_SANITIZER
+  return __sanitizer_get_current_allocated_bytes();
+#else
   const struct mallinfo2 mi = mallinfo2();
   return static_cast<std::uint64_t>(mi.uordblks) + static_cast<std::uint64_t>(mi.hblkhd);
+#endif
 }
 
 }  // namespace
@@ -173,6 +191,11 @@ void Broker::accept() {
       return;
     }
     add_connection(Stream(std::in_place_type<asio::ip::tcp::socket>, std::move(socket)));
+    if (accept_full()) {
+      accept_paused_ = true;
+      spdlog::warn("{} connections (twice --max-connections): accepting paused until one closes", connections_.size());
+      return;
+    }
     accept();
   });
 }
@@ -190,6 +213,10 @@ void Broker::accept_tls() {
       return;
     }
     add_connection(Stream(std::in_place_type<TlsStream>, std::move(socket), *tls_context_));
+    if (accept_full()) {
+      tls_accept_paused_ = true;
+      return;
+    }
     accept_tls();
   });
 }
@@ -201,7 +228,7 @@ void Broker::add_connection(Stream stream) {
   conn->start();
 }
 
-bool Broker::admit_connection() {
+bool Broker::take_connection_slot() {
   if (options_.max_connections != 0 && admitted_connections_ >= options_.max_connections) return false;
   ++admitted_connections_;
   return true;
@@ -300,6 +327,16 @@ void Broker::remove_connection(std::uint64_t id) {
   if (it == connections_.end()) return;
   if (it->second->admitted()) --admitted_connections_;
   connections_.erase(it);
+  if (stopping_ || accept_full()) return;
+  if (accept_paused_) {
+    accept_paused_ = false;
+    spdlog::info("accepting connections again");
+    accept();
+  }
+  if (tls_accept_paused_) {
+    tls_accept_paused_ = false;
+    accept_tls();
+  }
 }
 
 void Broker::check_resources(std::int64_t tick) {

@@ -64,8 +64,12 @@ class Broker : public VhostEnv {
   access::Result delete_user(std::string_view name);
   void remove_connection(std::uint64_t id);
   std::size_t connection_count() const { return connections_.size(); }
-  // Counts a connection that completed connection.open; false past --max-connections.
-  bool admit_connection();
+  // --max-connections counts every connection from accept on, handshakes
+  // included, so connections that never finish theirs (slowloris) use up the
+  // limit instead of going beyond it. Takes a slot; false when none is free.
+  // A connection accepted without one may still finish its handshake, to be
+  // refused with 530 at connection.open if no slot freed up meanwhile.
+  bool take_connection_slot();
   // The active resource alarms as connection.blocked's reason ("low on memory"), or empty.
   const std::string& alarm() const { return alarm_; }
   std::size_t max_queues() const override { return options_.max_queues; }
@@ -93,6 +97,13 @@ class Broker : public VhostEnv {
  private:
   void accept();
   void accept_tls();
+  // With --max-connections, accepting pauses while this many connections exist
+  // (those holding a slot, and as many again handshaking towards their 530),
+  // the way RabbitMQ 3.10's listener stops accepting at connection_max: the
+  // rest wait in the kernel's backlog. Resumes when a connection goes.
+  bool accept_full() const {
+    return options_.max_connections != 0 && connections_.size() >= 2 * options_.max_connections;
+  }
   void add_connection(Stream stream);
   tasks::TrackerOptions tracker_options() const;
   void arm_tick();
@@ -124,7 +135,9 @@ class Broker : public VhostEnv {
   StringMap<std::weak_ptr<Consumer>> direct_replies_;
   std::uint64_t direct_reply_counter_ = 0;
   std::uint64_t next_connection_id_ = 0;
-  std::size_t admitted_connections_ = 0;
+  std::size_t admitted_connections_ = 0;  // connections holding a --max-connections slot
+  bool accept_paused_ = false;      // accept_full(): the AMQP acceptor waits
+  bool tls_accept_paused_ = false;  // the same for AMQPS
   std::int64_t ticks_ = 0;
   bool memory_alarm_ = false;
   bool disk_alarm_ = false;

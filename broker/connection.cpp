@@ -102,6 +102,7 @@ std::string& Connection::out() {
 
 void Connection::start() {
   last_read_ = last_write_ = opened_at_ = Clock::now();
+  admitted_ = broker_.take_connection_slot();
   spdlog::debug("connection {} accepted from {}{}", id_, peer_, tls() ? " (TLS)" : "");
   arm_timer();  // the handshake timeout covers the TLS handshake too
   if (auto* t = std::get_if<TlsStream>(&stream_)) {
@@ -493,10 +494,11 @@ void Connection::on_open(const amqp::ConnectionOpen& m) {
   if (grant_ == nullptr)
     connection_error(ReplyCode::kNotAllowed, "access to vhost '{}' refused for user '{}'", m.virtual_host, user_);
   vhost_ = vhost;
-  if (!broker_.admit_connection())
+  // Accepted while every slot was taken (by open connections or handshakes):
+  // one may have freed up since.
+  if (!admitted_ && !(admitted_ = broker_.take_connection_slot()))
     connection_error(ReplyCode::kNotAllowed, "connection refused: node connection limit ({}) is reached",
                      broker_.options().max_connections);
-  admitted_ = true;
   amqp::write_method(out(), 0, amqp::ConnectionOpenOk{});
   state_ = State::kOpen;
   spdlog::debug("connection {} from {} open: user '{}', vhost '{}', heartbeat {} s, frame_max {}", id_, peer_, user_,

@@ -45,7 +45,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   // Server-initiated close (shutdown, management): connection.close with this code.
   void close(ReplyCode code, std::string text, std::uint16_t class_id = 0, std::uint16_t method_id = 0);
   bool closed() const { return state_ == State::kClosed; }
-  // Counted against --max-connections: connection.open was accepted.
+  // Holds a --max-connections slot (taken at accept, or at connection.open).
   bool admitted() const { return admitted_; }
 
   const std::string& peer() const { return peer_; }

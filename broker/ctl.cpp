@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 
 #include "broker/durable.hpp"
@@ -74,6 +75,128 @@ class DataDirAdmin : public Admin {
   access::AccessControl access_;
 };
 
+// The API could not do what was asked for a reason that is not the command's
+// (unreachable, login refused, broker busy): the command stops with exit_code.
+struct ApiFailure : std::runtime_error {
+  ApiFailure(int code, const std::string& what) : std::runtime_error(what), exit_code(code) {}
+  int exit_code;
+};
+
+// A running broker through its management API: rabbitmqctl's semantics over
+// RabbitMQ's endpoints (add-user refuses an existing user, where PUT would
+// update it; set-user-tags keeps the password).
+class HttpAdmin : public Admin {
+ public:
+  explicit HttpAdmin(const mb::ctl::HttpSettings& s) : settings_(s), api_(s) {}
+
+  Result add_user(std::string_view name, std::string_view password, std::vector<std::string> tags) override {
+    if (find_user(name)) return {Outcome::kAlreadyExists, fmt::format("user '{}' already exists", name)};
+    return put("/api/users/" + seg(name), {{"password", std::string(password)}, {"tags", tags}});
+  }
+  Result delete_user(std::string_view name) override {
+    return del("/api/users/" + seg(name), fmt::format("user '{}' does not exist", name));
+  }
+  Result change_password(std::string_view name, std::string_view password) override {
+    std::optional<nlohmann::json> u = find_user(name);
+    if (!u) return {Outcome::kNotFound, fmt::format("user '{}' does not exist", name)};
+    return put("/api/users/" + seg(name), {{"password", std::string(password)}, {"tags", (*u)["tags"]}});
+  }
+  Result set_user_tags(std::string_view name, std::vector<std::string> tags) override {
+    std::optional<nlohmann::json> u = find_user(name);
+    if (!u) return {Outcome::kNotFound, fmt::format("user '{}' does not exist", name)};
+    return put("/api/users/" + seg(name), {{"password_hash", (*u)["password_hash"]},
+                                            {"hashing_algorithm", (*u)["hashing_algorithm"]},
+                                            {"tags", tags}});
+  }
+  Result add_vhost(std::string_view name) override {
+    if (call("GET", "/api/vhosts/" + seg(name)).status == 200)
+      return {Outcome::kAlreadyExists, fmt::format("vhost '{}' already exists", name)};
+    return put("/api/vhosts/" + seg(name), nlohmann::json::object());
+  }
+  Result delete_vhost(std::string_view name) override {
+    return del("/api/vhosts/" + seg(name), fmt::format("vhost '{}' does not exist", name));
+  }
+  Result set_permissions(std::string_view user, std::string_view vhost, access::PermissionSet p) override {
+    return put("/api/permissions/" + seg(vhost) + "/" + seg(user),
+               {{"configure", p.configure}, {"write", p.write}, {"read", p.read}});
+  }
+  Result clear_permissions(std::string_view user, std::string_view vhost) override {
+    Result r = del("/api/permissions/" + seg(vhost) + "/" + seg(user), "");
+    if (r.outcome != Outcome::kNotFound) return r;
+    // No permissions to clear is fine, as rabbitmqctl; a missing user or vhost is not.
+    if (!find_user(user)) return {Outcome::kNotFound, fmt::format("user '{}' does not exist", user)};
+    if (call("GET", "/api/vhosts/" + seg(vhost)).status != 200)
+      return {Outcome::kNotFound, fmt::format("vhost '{}' does not exist", vhost)};
+    return {};
+  }
+  std::vector<UserRow> users() override {
+    std::vector<UserRow> rows;
+    for (const auto& u : call("GET", "/api/users").body)
+      rows.push_back(UserRow{u.value("name", ""), u.value("tags", std::vector<std::string>{})});
+    return rows;
+  }
+  std::vector<std::string> vhosts() override {
+    std::vector<std::string> names;
+    for (const auto& v : call("GET", "/api/vhosts").body) names.push_back(v.value("name", ""));
+    return names;
+  }
+  std::vector<access::PermissionEntry> permissions(std::optional<std::string_view> vhost,
+                                                   std::optional<std::string_view> user) override {
+    const std::string path = vhost ? "/api/vhosts/" + seg(*vhost) + "/permissions"
+                                   : "/api/users/" + seg(*user) + "/permissions";
+    const auto reply = call("GET", path);
+    std::vector<access::PermissionEntry> out;
+    if (reply.status != 200) return out;  // an unknown vhost or user has none, as offline
+    for (const auto& p : reply.body)
+      out.push_back({p.value("user", ""), p.value("vhost", ""),
+                     {p.value("configure", ""), p.value("write", ""), p.value("read", "")}});
+    return out;
+  }
+  bool finish(std::string&) override { return true; }  // the broker wrote each change through
+
+ private:
+  static std::string seg(std::string_view s) { return mb::ctl::encode_segment(s); }
+
+  // A reply the command can act on (2xx, 400, 404); throws ApiFailure otherwise.
+  mb::ctl::ApiClient::Reply call(std::string_view method, const std::string& path,
+                                 const nlohmann::json* body = nullptr) {
+    std::optional<mb::ctl::ApiClient::Reply> r = api_.request(method, path, body);
+    if (!r)
+      throw ApiFailure(kExitUnavailable,
+                       fmt::format("cannot reach the management API at {} ({})", api_.base_url(), api_.error()));
+    if (r->status == 401) {
+      const std::string why = r->body.is_object() ? r->body.value("reason", "") : "";
+      throw ApiFailure(kExitNoPerm, why.empty() ? fmt::format("login refused for user '{}'", settings_.user)
+                                                : fmt::format("user '{}': {}", settings_.user, why));
+    }
+    if (r->status >= 300 && r->status != 400 && r->status != 404)
+      throw ApiFailure(kExitFailed, fmt::format("{} {}: HTTP {} {}", method, path, r->status, r->body.dump()));
+    return std::move(*r);
+  }
+  std::optional<nlohmann::json> find_user(std::string_view name) {
+    auto r = call("GET", "/api/users/" + seg(name));
+    if (r.status != 200) return std::nullopt;
+    return std::move(r.body);
+  }
+  static Result refused(const mb::ctl::ApiClient::Reply& r, std::string not_found) {
+    if (r.status == 404) return {Outcome::kNotFound, std::move(not_found)};
+    const std::string reason = r.body.is_object() ? r.body.value("reason", r.body.dump()) : r.body.dump();
+    if (reason == "vhost_or_user_not_found") return {Outcome::kNotFound, "user or vhost does not exist"};
+    return {Outcome::kInvalid, reason};
+  }
+  Result put(const std::string& path, const nlohmann::json& body) {
+    auto r = call("PUT", path, &body);
+    return r.status < 300 ? Result{} : refused(r, "not found");
+  }
+  Result del(const std::string& path, std::string not_found) {
+    auto r = call("DELETE", path);
+    return r.status < 300 ? Result{} : refused(r, std::move(not_found));
+  }
+
+  mb::ctl::HttpSettings settings_;
+  mb::ctl::ApiClient api_;
+};
+
 // rabbitmqctl prints lists as "[a, b]" in its table output.
 std::string bracketed(const std::vector<std::string>& items) {
   std::string out = "[";
@@ -110,12 +233,24 @@ std::unique_ptr<Admin> open_data_dir(const std::string& dir, std::string& error,
   return admin;
 }
 
+std::unique_ptr<Admin> connect_http(const mb::ctl::HttpSettings& settings) {
+  return std::make_unique<HttpAdmin>(settings);
+}
+
 Ctl::Ctl(CLI::App& app) : data_dir_(kDefaultDataDir) {
   cmd_ = app.add_subcommand("ctl", "manage users, vhosts and permissions, as rabbitmqctl does");
   cmd_->require_subcommand(1);
   cmd_->fallthrough();
-  cmd_->add_option("--data-dir", data_dir_, "the broker's data directory (the broker must not be running)")
+  cmd_->add_option("--data-dir", data_dir_,
+                   "the broker's data directory, used directly while no broker runs on it (else its HTTP API)")
       ->capture_default_str();
+  cmd_->add_option("--host", http_.host, "a running broker's management API host")
+      ->capture_default_str();
+  cmd_->add_option("--http-port", http_.port, "its management API port")
+      ->capture_default_str();
+  cmd_->add_option("-u,--user", http_.user, "management API user (an administrator)")
+      ->capture_default_str();
+  cmd_->add_option("--password", http_.password, "management API password")->capture_default_str();
   cmd_->add_option("-p,--vhost", vhost_, "vhost for the permission commands")->capture_default_str();
   cmd_->add_flag("--json", json_, "print lists as JSON");
   cmd_->add_flag("-q,--quiet", quiet_, "no informational line");
@@ -150,17 +285,35 @@ int Ctl::run() {
   spdlog::set_level(spdlog::level::warn);  // the store's start-up chatter is not the command's output
   std::string error;
   bool in_use = false;
-  std::unique_ptr<Admin> admin = open_data_dir(data_dir_, error, in_use);
-  if (!admin) {
-    std::fprintf(stderr, "Error: %s\n", error.c_str());
-    return in_use ? kExitUnavailable : kExitFailed;
+  std::unique_ptr<Admin> admin;
+  // HTTP options without --data-dir: straight to the API. Otherwise the data
+  // directory, and the API (with those options) when a broker holds it.
+  const bool http_asked = cmd_->count("--data-dir") == 0 &&
+                          cmd_->count("--host") + cmd_->count("--http-port") + cmd_->count("--user") +
+                                  cmd_->count("--password") > 0;
+  if (!http_asked) {
+    admin = open_data_dir(data_dir_, error, in_use);
+    if (!admin && !in_use) {
+      std::fprintf(stderr, "Error: %s\n", error.c_str());
+      return kExitFailed;
+    }
   }
-  const int rc = execute(*admin);
-  if (!admin->finish(error)) {
-    std::fprintf(stderr, "Error: writing %s failed: %s\n", data_dir_.c_str(), error.c_str());
-    return kExitFailed;
+  if (!admin) admin = connect_http(http_);  // a broker holds the data directory, or HTTP was asked for
+  try {
+    const int rc = execute(*admin);
+    if (!admin->finish(error)) {
+      std::fprintf(stderr, "Error: writing %s failed: %s\n", data_dir_.c_str(), error.c_str());
+      return kExitFailed;
+    }
+    return rc;
+  } catch (const ApiFailure& e) {
+    if (in_use)
+      std::fprintf(stderr, "Error: data directory %s is in use by a running minibroker, and %s (give its "
+                   "--http-port, --user and --password)\n", data_dir_.c_str(), e.what());
+    else
+      std::fprintf(stderr, "Error: %s\n", e.what());
+    return e.exit_code;
   }
-  return rc;
 }
 
 int Ctl::execute(Admin& admin) {

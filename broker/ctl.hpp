@@ -2,11 +2,10 @@
 // the manner of rabbitmqctl (same verbs with dashes, tab-separated output with
 // a header row, or --json).
 //
-// The commands act on an Admin. Today the only Admin is the data directory
-// itself, usable while no broker holds it (RocksDB's LOCK says so; with a
-// running broker the command fails with a message pointing at the HTTP API).
-// An Admin speaking to a running broker's HTTP API can be added beside it
-// without touching the commands.
+// The commands act on an Admin: the data directory itself while no broker
+// holds it (RocksDB's LOCK says so), or a running broker's management HTTP
+// API (/api/users, /api/vhosts, /api/permissions) when one does. Without
+// --data-dir, any of --host, --http-port, --user, --password means the API.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "broker/access.hpp"
+#include "broker/mgmt_ctl.hpp"
 
 namespace mb::broker::ctl {
 
@@ -50,12 +50,15 @@ class Admin {
 // The data directory, opened directly. Null with `error` set when it cannot be
 // opened; in_use is set when a running broker holds it.
 std::unique_ptr<Admin> open_data_dir(const std::string& dir, std::string& error, bool& in_use);
+// A running broker, through its management API (its user must be an administrator).
+std::unique_ptr<Admin> connect_http(const mb::ctl::HttpSettings& settings);
 
 // Exit codes (sysexits.h, as rabbitmqctl uses them).
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitUsage = 64;        // EX_USAGE
 inline constexpr int kExitUnavailable = 69;  // EX_UNAVAILABLE: the broker holds the data directory
 inline constexpr int kExitFailed = 70;       // EX_SOFTWARE: the command was refused (exists, not found, ...)
+inline constexpr int kExitNoPerm = 77;       // EX_NOPERM: the management API refused the login
 
 // Adds the `ctl` subcommand and its commands to app. After parsing, if the
 // returned subcommand was given, run() executes it and returns the exit code.
@@ -70,6 +73,7 @@ class Ctl {
 
   CLI::App* cmd_;  // HELD NOT OWNED: the app owns its subcommands
   std::string data_dir_;
+  mb::ctl::HttpSettings http_;
   bool json_ = false;
   bool quiet_ = false;
   bool no_headers_ = false;

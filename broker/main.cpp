@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain for AMQPS");
   app.add_option("--tls-key", o.tls_key, "PEM private key for AMQPS");
   app.add_option("--tls-ca", o.tls_ca, "PEM CA bundle: AMQPS clients must present a certificate it signed");
+  app.add_option("--http-tls-port", o.http_tls_port,
+                 "management HTTP API over TLS (HTTPS) with --tls-cert and --tls-key (0 turns it off)")
+      ->capture_default_str();
   app.add_option("--max-connections", o.max_connections, "open connections at once (0: no limit)")
       ->capture_default_str();
   app.add_option("--max-consumers-per-channel", o.max_consumers_per_channel, "consumers per channel (0: no limit)")
@@ -76,6 +79,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "minibroker: --tls-cert and --tls-key go together\n");
     return 2;
   }
+  if (o.http_tls_port != 0 && o.tls_cert.empty()) {
+    std::fprintf(stderr, "minibroker: --http-tls-port needs --tls-cert and --tls-key\n");
+    return 2;
+  }
 
   spdlog::set_level(spdlog::level::from_str(o.loglevel));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e [%^%l%$] %v");
@@ -88,10 +95,13 @@ int main(int argc, char** argv) {
     }
     broker.start();
     std::unique_ptr<mb::http::HttpServer> http;  // stopped before the broker goes away
-    if (o.http_port != 0) {
-      http = std::make_unique<mb::http::HttpServer>(broker, o.bind, o.http_port);
-      mb::http::register_routes(*http, broker);
+    std::vector<mb::http::HttpListen> listens;
+    if (o.http_port != 0) listens.push_back({o.http_port, {}, {}});
+    if (o.http_tls_port != 0) listens.push_back({o.http_tls_port, o.tls_cert, o.tls_key});
+    if (!listens.empty()) {
       try {
+        http = std::make_unique<mb::http::HttpServer>(broker, o.bind, std::move(listens));
+        mb::http::register_routes(*http, broker);
         http->start();
       } catch (const std::exception& e) {
         // AMQP clients matter more than the dashboard: keep serving them.

@@ -38,44 +38,21 @@ constexpr int kExitNoPerm = 77;       // EX_NOPERM: login refused
 // Long enough for a loaded broker (the API itself answers 503 after 5 s).
 constexpr time_t kTimeoutSeconds = 30;
 
-struct Settings {
-  std::string host = "127.0.0.1";
-  std::uint16_t port = broker::kDefaultHttpPort;
-  std::string user = "guest";
-  std::string password = "guest";
+struct Settings : HttpSettings {
   std::string vhost = "/";
   bool json_output = false;
 };
 
-// Percent-encodes a path segment (a vhost "/" becomes %2F).
-std::string encode(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
-
 class Api {
  public:
-  explicit Api(const Settings& s) : s_(s), client_(s.host, s.port) {
-    client_.set_basic_auth(s.user, s.password);
-    client_.set_connection_timeout(kTimeoutSeconds);
-    client_.set_read_timeout(kTimeoutSeconds);
-  }
+  explicit Api(const Settings& s) : s_(s), client_(s) {}
 
   // Performs the request; on failure prints why and sets exit_code.
   std::optional<json> call(const std::string& method, const std::string& path) {
-    httplib::Result r = method == "GET" ? client_.Get(path) : client_.Delete(path);
+    std::optional<ApiClient::Reply> r = client_.request(method, path);
     if (!r) {
-      std::cerr << "Error: cannot reach the management API at http://" << s_.host << ":" << s_.port << " ("
-                << httplib::to_string(r.error()) << ")\n";
+      std::cerr << "Error: cannot reach the management API at " << client_.base_url() << " (" << client_.error()
+                << ")\n";
       exit_code = kExitUnavailable;
       return std::nullopt;
     }
@@ -84,21 +61,20 @@ class Api {
       exit_code = kExitNoPerm;
       return std::nullopt;
     }
-    json body = r->body.empty() ? json(nullptr) : json::parse(r->body, nullptr, false);
     if (r->status >= 300) {
-      std::string reason = body.is_object() ? body.value("reason", r->body) : r->body;
+      std::string reason = r->body.is_object() ? r->body.value("reason", r->body.dump()) : r->body.dump();
       std::cerr << "Error: " << method << " " << path << ": " << r->status << " " << reason << "\n";
       exit_code = kExitApiError;
       return std::nullopt;
     }
-    return body;
+    return std::move(r->body);
   }
 
   int exit_code = kExitOk;
 
  private:
   const Settings& s_;
-  httplib::Client client_;
+  ApiClient client_;
 };
 
 // A field by dotted path; null when absent.
@@ -172,7 +148,7 @@ int status(const Settings& s) {
 int queue_command(const Settings& s, const std::string& what, const std::string& queue, bool if_unused,
                   bool if_empty) {
   Api api(s);
-  std::string path = "/api/queues/" + encode(s.vhost) + "/" + encode(queue);
+  std::string path = "/api/queues/" + encode_segment(s.vhost) + "/" + encode_segment(queue);
   if (what == "purge") {
     if (!s.json_output) std::cout << "Purging queue '" << queue << "' in vhost '" << s.vhost << "' ...\n";
     path += "/contents";
@@ -189,6 +165,54 @@ int queue_command(const Settings& s, const std::string& what, const std::string&
 }
 
 }  // namespace
+
+struct ApiClient::Impl {
+  explicit Impl(const HttpSettings& s) : client(s.host, s.port) {
+    client.set_basic_auth(s.user, s.password);
+    client.set_connection_timeout(kTimeoutSeconds);
+    client.set_read_timeout(kTimeoutSeconds);
+    client.set_write_timeout(kTimeoutSeconds);
+  }
+  httplib::Client client;
+};
+
+ApiClient::ApiClient(const HttpSettings& s) : settings_(s), impl_(std::make_unique<Impl>(s)) {}
+ApiClient::~ApiClient() = default;
+
+std::string ApiClient::base_url() const { return "http://" + settings_.host + ":" + std::to_string(settings_.port); }
+
+std::optional<ApiClient::Reply> ApiClient::request(std::string_view method, const std::string& path,
+                                                   const json* body) {
+  httplib::Client& c = impl_->client;
+  const std::string payload = body ? body->dump() : std::string();
+  httplib::Result r = method == "GET"   ? c.Get(path)
+                      : method == "PUT" ? c.Put(path, payload, "application/json")
+                                        : c.Delete(path);
+  if (!r) {
+    error_ = httplib::to_string(r.error());
+    return std::nullopt;
+  }
+  Reply reply{r->status, nullptr};
+  if (!r->body.empty()) {
+    reply.body = json::parse(r->body, nullptr, false);
+    if (reply.body.is_discarded()) reply.body = r->body;  // a plain-text error
+  }
+  return reply;
+}
+
+std::string encode_segment(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
 
 bool is_http_command(int argc, char** argv) {
   // The command is the first word that is neither an option nor an option's value.
@@ -243,7 +267,7 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  const std::string vh = encode(s.vhost);
+  const std::string vh = encode_segment(s.vhost);
   if (lq->parsed()) return list(s, "/api/queues/" + vh, columns, {"name", "messages"});
   if (lx->parsed()) return list(s, "/api/exchanges/" + vh, columns, {"name", "type"});
   if (lb->parsed())

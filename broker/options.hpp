@@ -62,6 +62,7 @@ struct Options {
   std::string tls_cert;  // PEM certificate chain
   std::string tls_key;   // PEM private key
   std::string tls_ca;    // PEM CA bundle: when set, clients must present a certificate it signed
+  std::uint16_t http_tls_port = 0;  // management API over HTTPS (same certificate); 0: off
 
   std::size_t max_connections = kDefaultMaxConnections;
   std::size_t max_consumers_per_channel = kDefaultMaxConsumersPerChannel;

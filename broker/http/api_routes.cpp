@@ -17,6 +17,11 @@
 //   GET    /api/bindings[/{vhost}]
 //   GET    /api/connections[/{name}]               DELETE /api/connections/{name}
 //   GET    /api/channels | /api/consumers[/{vhost}]
+// Administrators only (access_api.hpp):
+//   GET    /api/users                              GET, PUT, DELETE /api/users/{name}
+//   GET    /api/users/{name}/permissions | /api/vhosts/{vhost}/permissions
+//   PUT, DELETE /api/vhosts/{vhost}
+//   GET    /api/permissions                        GET, PUT, DELETE /api/permissions/{vhost}/{user}
 #include <asio.hpp>
 #include <spdlog/spdlog.h>
 
@@ -27,6 +32,7 @@
 
 #include "broker/broker.hpp"
 #include "broker/connection.hpp"
+#include "broker/http/access_api.hpp"
 #include "broker/http/routes.hpp"
 #include "broker/http/server.hpp"
 #include "broker/http/snapshot.hpp"
@@ -163,6 +169,27 @@ struct Api {
     reply(res, *r);
   }
 
+  // Runs fn() -> Outcome on the loop when the request's user is an
+  // administrator; 401 (RabbitMQ's "Not administrator user") otherwise.
+  template <typename F>
+  void admin(const Request& req, Response& res, F fn) {
+    auto r = http.on_loop([this, user = HttpServer::request_user(req), fn]() -> mgmt::Outcome {
+      if (!mgmt::is_administrator(broker, user)) return mgmt::not_administrator();
+      return fn(user);
+    });
+    if (!r) return HttpServer::reply_unavailable(res);
+    reply(res, *r);
+  }
+
+  // An administrator's listing: 200 with fn()'s JSON, 404 when it is null.
+  template <typename F>
+  void admin_list(const Request& req, Response& res, F fn) {
+    admin(req, res, [fn](const std::string&) {
+      json j = fn();
+      return j.is_null() ? mgmt::error_outcome(404, "Not Found") : mgmt::Outcome{200, std::move(j)};
+    });
+  }
+
   void get(const Request& req, Response& res);
   void put(const Request& req, Response& res);
   void del(const Request& req, Response& res);
@@ -178,10 +205,22 @@ void Api::get(const Request& req, Response& res) {
     return list(res, "", true, [&b, sampler = sampler](const broker::Vhost*) { return mgmt::overview(b, sampler->rates()); });
   }
   if (what == "whoami" && n == 1) {
-    const std::string user = HttpServer::request_user(req);
-    // Tags come with users; until the broker has them, guest is RabbitMQ's administrator.
-    return HttpServer::reply_json(res, 200, {{"name", user}, {"tags", json::array({"administrator"})}});
+    return list(res, "", true, [&b, user = HttpServer::request_user(req)](const broker::Vhost*) -> json {
+      const broker::access::User* u = b.access().find_user(user);
+      return u ? json{{"name", u->name}, {"tags", u->tags}} : json(nullptr);
+    });
   }
+  if (what == "users" && n == 1) return admin_list(req, res, [&b] { return mgmt::list_users(b); });
+  if (what == "users" && n == 2)
+    return admin_list(req, res, [&b, name = s[1]] { return mgmt::find_user_json(b, name); });
+  if (what == "users" && n == 3 && s[2] == "permissions")
+    return admin_list(req, res, [&b, name = s[1]] { return mgmt::list_permissions(b, std::nullopt, name); });
+  if (what == "vhosts" && n == 3 && s[2] == "permissions")
+    return admin_list(req, res, [&b, vhost = s[1]] { return mgmt::list_permissions(b, vhost, std::nullopt); });
+  if (what == "permissions" && n == 1)
+    return admin_list(req, res, [&b] { return mgmt::list_permissions(b, std::nullopt, std::nullopt); });
+  if (what == "permissions" && n == 3)
+    return admin_list(req, res, [&b, vhost = s[1], user = s[2]] { return mgmt::find_permission_json(b, vhost, user); });
   if (what == "health" && n == 3 && s[1] == "checks" && s[2] == "alarms") {
     // The broker raises no memory or disk alarms: it applies back-pressure per connection instead.
     return HttpServer::reply_json(res, 200, {{"status", "ok"}});
@@ -243,9 +282,23 @@ void Api::get(const Request& req, Response& res) {
 
 void Api::put(const Request& req, Response& res) {
   const Segments s = api_segments(req);
-  if (s.size() != 3 || (s[0] != "queues" && s[0] != "exchanges")) return HttpServer::reply_not_found(res);
+  const std::size_t n = s.size();
+  Broker& b = broker;
+  if (n == 2 && s[0] == "vhosts")  // the body (description, tags, tracing) has nothing minibroker keeps
+    return admin(req, res, [&b, name = s[1]](const std::string& user) { return mgmt::put_vhost(b, name, user); });
+  const bool access_path = (n == 2 && s[0] == "users") || (n == 3 && s[0] == "permissions");
+  if (n != 3 && !access_path) return HttpServer::reply_not_found(res);
+  if (!access_path && s[0] != "queues" && s[0] != "exchanges") return HttpServer::reply_not_found(res);
   std::optional<json> body = parse_body(req, res);
   if (!body) return;
+  if (s[0] == "users")
+    return admin(req, res, [&b, name = s[1], body = std::move(*body)](const std::string&) {
+      return mgmt::put_user(b, name, body);
+    });
+  if (s[0] == "permissions")
+    return admin(req, res, [&b, vhost = s[1], user = s[2], body = std::move(*body)](const std::string&) {
+      return mgmt::put_permission(b, vhost, user, body);
+    });
   if (s[0] == "queues")
     return command(res, s[1], [name = s[2], body = std::move(*body)](broker::Vhost& vh) {
       return mgmt::put_queue(vh, name, body);
@@ -258,10 +311,18 @@ void Api::put(const Request& req, Response& res) {
 void Api::del(const Request& req, Response& res) {
   const Segments s = api_segments(req);
   const std::size_t n = s.size();
+  Broker& b = broker;
+  if (n == 2 && s[0] == "users")
+    return admin(req, res, [&b, name = s[1]](const std::string&) { return mgmt::delete_user(b, name); });
+  if (n == 2 && s[0] == "vhosts")
+    return admin(req, res, [&b, name = s[1]](const std::string&) { return mgmt::delete_vhost(b, name); });
+  if (n == 3 && s[0] == "permissions")
+    return admin(req, res, [&b, vhost = s[1], user = s[2]](const std::string&) {
+      return mgmt::delete_permission(b, vhost, user);
+    });
   if (n == 2 && s[0] == "connections") {
     // RabbitMQ's reason, overridable with the X-Reason header as in RabbitMQ.
     std::string reason = req.has_header("X-Reason") ? req.get_header_value("X-Reason") : "Closed via management plugin";
-    Broker& b = broker;
     auto r = http.on_loop([&b, name = s[1], reason = std::move(reason)] {
       broker::Connection* c = mgmt::find_connection(b, name);
       if (c == nullptr) return false;
@@ -327,8 +388,9 @@ void register_api_routes(HttpServer& http, broker::Broker& broker) {
   api->sampler->start();
   // One pattern per top-level resource, so other areas (the task view's
   // /api/tasks...) can register their own paths under /api/.
-  static constexpr const char* kResources[] = {"overview", "whoami",   "health",      "vhosts",   "queues",
-                                               "exchanges", "bindings", "connections", "channels", "consumers"};
+  static constexpr const char* kResources[] = {"overview",    "whoami",   "health",    "vhosts",
+                                               "queues",      "exchanges", "bindings", "connections",
+                                               "channels",    "consumers", "users",    "permissions"};
   for (const char* r : kResources) {
     const std::string pattern = std::string("/api/") + r + "(/.*)?";
     http.get(pattern, [api](const Request& req, Response& res) { api->get(req, res); });

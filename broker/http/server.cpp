@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "broker/broker.hpp"
+#include "broker/http/access_api.hpp"
 #include "broker/http/base64.hpp"
 
 namespace mb::http {
@@ -57,11 +58,27 @@ bool is_loopback(const std::string& addr) {
 
 }  // namespace
 
-HttpServer::HttpServer(Broker& broker, std::string bind, std::uint16_t port)
-    : broker_(broker), bind_(std::move(bind)), port_(port) {
-  server_.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
-  server_.set_pre_routing_handler([this](const Request& req, Response& res) { return check_auth(req, res); });
-  server_.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {
+HttpServer::HttpServer(Broker& broker, std::string bind, std::vector<HttpListen> listens)
+    : broker_(broker), bind_(std::move(bind)) {
+  for (HttpListen& l : listens) {
+    std::unique_ptr<httplib::Server> server;
+    if (l.tls()) {
+      auto ssl = std::make_unique<httplib::SSLServer>(l.tls_cert.c_str(), l.tls_key.c_str());
+      if (!ssl->is_valid())
+        throw std::runtime_error("cannot load the HTTPS certificate " + l.tls_cert + " or key " + l.tls_key);
+      server = std::move(ssl);
+    } else {
+      server = std::make_unique<httplib::Server>();
+    }
+    configure(*server);
+    listeners_.push_back(Listener{std::move(l), std::move(server), {}});
+  }
+}
+
+void HttpServer::configure(httplib::Server& server) {
+  server.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+  server.set_pre_routing_handler([this](const Request& req, Response& res) { return check_auth(req, res); });
+  server.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {
     std::string what = "unknown error";
     try {
       std::rethrow_exception(ep);
@@ -73,7 +90,7 @@ HttpServer::HttpServer(Broker& broker, std::string bind, std::uint16_t port)
     reply_json(res, 500, {{"error", "Internal Server Error"}, {"reason", what}});
   });
   // Every GET that no route claims: an embedded static file, or 404.
-  server_.set_error_handler([this](const Request& req, Response& res) {
+  server.set_error_handler([this](const Request& req, Response& res) {
     if (res.status == 404 && req.method == "GET" && !req.path.starts_with(kApiPrefix)) serve_static(req, res);
     if (res.status == 404 && res.body.empty()) reply_not_found(res);
   });
@@ -81,24 +98,29 @@ HttpServer::HttpServer(Broker& broker, std::string bind, std::uint16_t port)
 
 HttpServer::~HttpServer() { stop(); }
 
-std::uint16_t HttpServer::start() {
-  int bound = port_;
-  if (port_ == 0) {
-    bound = server_.bind_to_any_port(bind_);
-  } else if (!server_.bind_to_port(bind_, port_)) {
-    bound = -1;
+void HttpServer::start() {
+  for (Listener& l : listeners_) {
+    int bound = l.listen.port;
+    if (l.listen.port == 0) {
+      bound = l.server->bind_to_any_port(bind_);
+    } else if (!l.server->bind_to_port(bind_, l.listen.port)) {
+      bound = -1;
+    }
+    if (bound <= 0)
+      throw std::runtime_error(fmt::format("cannot listen for HTTP{} on {}:{}", l.listen.tls() ? "S" : "", bind_,
+                                           l.listen.port));
+    l.listen.port = static_cast<std::uint16_t>(bound);
+    l.thread = std::thread([server = l.server.get()] { server->listen_after_bind(); });
+    spdlog::info("management HTTP API listening on {}:{}{}", bind_, l.listen.port, l.listen.tls() ? " (HTTPS)" : "");
   }
-  if (bound <= 0) throw std::runtime_error("cannot listen for HTTP on " + bind_ + ":" + std::to_string(port_));
-  port_ = static_cast<std::uint16_t>(bound);
-  thread_ = std::thread([this] { server_.listen_after_bind(); });
-  spdlog::info("management HTTP API listening on {}:{}", bind_, port_);
-  return port_;
 }
 
 void HttpServer::stop() {
-  if (!thread_.joinable()) return;
-  server_.stop();
-  thread_.join();
+  for (Listener& l : listeners_) {
+    if (!l.thread.joinable()) continue;
+    l.server->stop();
+    l.thread.join();
+  }
 }
 
 void HttpServer::post_to_loop(std::function<void()> fn) { asio::post(broker_.io(), std::move(fn)); }
@@ -110,15 +132,29 @@ httplib::Server::HandlerResponse HttpServer::check_auth(const Request& req, Resp
   std::string refusal = "no credentials";
   if (creds) {
     const bool loopback = is_loopback(req.remote_addr);
-    std::optional<std::string> verdict = on_loop([this, c = *creds, loopback] {
-      return broker_.authenticate(c.user, c.password, loopback);
+    struct Verdict {
+      std::string refusal;     // empty: the credentials are good
+      bool management = true;  // the user may use the API (RabbitMQ's "management user")
+    };
+    std::optional<Verdict> verdict = on_loop([this, c = *creds, loopback] {
+      Verdict v{broker_.authenticate(c.user, c.password, loopback)};
+      if (v.refusal.empty()) v.management = mgmt::is_management_user(*broker_.access().find_user(c.user));
+      return v;
     });
     if (!verdict) {
       reply_unavailable(res);
       return HR::Handled;
     }
-    if (verdict->empty()) return HR::Unhandled;
-    refusal = *verdict;
+    if (verdict->refusal.empty() && verdict->management) return HR::Unhandled;
+    if (verdict->refusal.empty()) {
+      // Good credentials, but no management tag: RabbitMQ's 401 with a reason.
+      spdlog::warn("http: {} {} from {}: user '{}' has no management tag", req.method, req.path, req.remote_addr,
+                   creds->user);
+      res.set_header("WWW-Authenticate", kAuthChallenge);
+      reply_json(res, 401, {{"error", "not_authorised"}, {"reason", "Not management user"}});
+      return HR::Handled;
+    }
+    refusal = verdict->refusal;
   }
   spdlog::warn("http: {} {} from {}: login refused ({})", req.method, req.path, req.remote_addr,
                creds ? creds->user + ": " + refusal : refusal);

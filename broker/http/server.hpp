@@ -31,6 +31,7 @@
 #include <string_view>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include <asio.hpp>
 
@@ -59,25 +60,42 @@ struct EmbeddedFile {
 };
 std::span<const EmbeddedFile> embedded_files();
 
+// One port the API is served on: plain HTTP, or HTTPS when a certificate is given.
+struct HttpListen {
+  std::uint16_t port = 0;  // 0 picks a free one
+  std::string tls_cert;    // PEM certificate chain; empty: plain HTTP
+  std::string tls_key;     // PEM private key
+  bool tls() const { return !tls_cert.empty(); }
+};
+
 class HttpServer {
  public:
   // broker must outlive the server; the server is stopped before the broker
-  // is destroyed (see main.cpp).
-  HttpServer(Broker& broker, std::string bind, std::uint16_t port);
+  // is destroyed (see main.cpp). Every listener serves the same routes.
+  // Throws std::runtime_error when a certificate or key cannot be loaded.
+  HttpServer(Broker& broker, std::string bind, std::vector<HttpListen> listens);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Binds and starts serving on a thread; returns the bound port (port 0 picks
-  // a free one). Throws std::runtime_error when the port cannot be bound.
-  std::uint16_t start();
-  // Stops serving and joins the thread. Idempotent.
+  // Binds every listener and starts serving, a thread each. Throws
+  // std::runtime_error when a port cannot be bound.
+  void start();
+  // Stops serving and joins the threads. Idempotent.
   void stop();
 
-  void get(const std::string& pattern, Handler h) { server_.Get(pattern, std::move(h)); }
-  void put(const std::string& pattern, Handler h) { server_.Put(pattern, std::move(h)); }
-  void post(const std::string& pattern, Handler h) { server_.Post(pattern, std::move(h)); }
-  void del(const std::string& pattern, Handler h) { server_.Delete(pattern, std::move(h)); }
+  void get(const std::string& pattern, const Handler& h) {
+    for (auto& l : listeners_) l.server->Get(pattern, h);
+  }
+  void put(const std::string& pattern, const Handler& h) {
+    for (auto& l : listeners_) l.server->Put(pattern, h);
+  }
+  void post(const std::string& pattern, const Handler& h) {
+    for (auto& l : listeners_) l.server->Post(pattern, h);
+  }
+  void del(const std::string& pattern, const Handler& h) {
+    for (auto& l : listeners_) l.server->Delete(pattern, h);
+  }
 
   // Runs fn on the broker's loop and waits for its result; nullopt when the
   // loop did not run it within kLoopTimeout. Exceptions thrown by fn are
@@ -101,11 +119,16 @@ class HttpServer {
   void serve_static(const Request& req, Response& res);
   void post_to_loop(std::function<void()> fn);
 
+  struct Listener {
+    HttpListen listen;
+    std::unique_ptr<httplib::Server> server;  // an httplib::SSLServer for HTTPS
+    std::thread thread;
+  };
+  void configure(httplib::Server& server);
+
   Broker& broker_;  // HELD NOT OWNED
   std::string bind_;
-  std::uint16_t port_;
-  httplib::Server server_;
-  std::thread thread_;
+  std::vector<Listener> listeners_;
 };
 
 template <typename F>

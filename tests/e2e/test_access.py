@@ -20,7 +20,7 @@ Concerns:
 - [x] user_id property that is not the login: 406
 - [x] vhosts are isolated; a durable queue in another vhost survives a restart
 - [x] users and permissions survive a restart
-- [x] minibroker ctl: refuses while the broker runs (exit 69), lists as JSON, deletes a vhost
+- [x] minibroker ctl: with the broker running and no API, exit 69; lists as JSON, deletes a vhost
       with its durable queues (minibroker_only)
 """
 
@@ -36,6 +36,7 @@ import pytest
 
 from amqp_raw import PROTOCOL_HEADER, RawAMQP, longstr, method_frame, shortstr, table
 from minibroker_proc import MinibrokerProc, default_binary
+from rabbitmq_node import free_port
 from util import uname
 
 TARGET = os.environ.get("MB_E2E_TARGET", "minibroker").strip().lower()
@@ -345,10 +346,12 @@ def test_vhosts_are_isolated_and_survive_restart(target):
 # ---------------------------------------------------------------- minibroker ctl
 
 @pytest.mark.minibroker_only
-def test_ctl_refuses_while_the_broker_runs(target):
-    r = target.ctl("list-users", check=False)
+def test_ctl_needs_the_api_while_the_broker_runs(target):
+    # The data directory is locked: ctl goes to the management API (test_http_access.py),
+    # which this broker does not serve (--http-port 0).
+    r = target.ctl("list-users", "--http-port", str(free_port()), check=False)
     assert r.returncode == 69, (r.returncode, r.stdout, r.stderr)
-    assert "in use by a running minibroker" in r.stderr and "HTTP API" in r.stderr
+    assert "in use by a running minibroker" in r.stderr and "cannot reach the management API" in r.stderr
 
 
 @pytest.mark.minibroker_only

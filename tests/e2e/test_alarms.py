@@ -5,12 +5,17 @@ publisher gets connection.unblocked and its held publishes go through.
 
 Concerns:
 - [x] memory: fill a queue until the publisher is blocked, drain it from a consumer
-      connection, the publisher is unblocked and can publish again
-- [x] disk: a limit above the disk's free space blocks the first publish ("low on disk");
-      a connection that never published is still served
+      connection, the publisher is unblocked and can publish again. The watermark is set
+      48 MB above what the broker allocates when idle (read from its start-up line), so the
+      test also works under AddressSanitizer (scripts/asan), whose allocator differs
+- [x] disk: a 2 GB file made here takes the free space below the limit: the first publish
+      is blocked ("low on disk"), a connection that never published is still served;
+      deleting the file clears the alarm: connection.unblocked, the held publish goes through
 All minibroker_only: own brokers with alarm flags (RabbitMQ sets these in its config).
 """
 
+import os
+import re
 import time
 
 import pika
@@ -21,8 +26,10 @@ from util import uname
 
 pytestmark = pytest.mark.minibroker_only
 
-# The broker's allocations at start are a few MB; 48 MB of queued bodies cross this.
-MEMORY_WATERMARK = 48 << 20
+# 48 MB of queued bodies above the idle broker's allocations cross the watermark.
+MEMORY_HEADROOM = 48 << 20
+# Disk: the limit sits DISK_MARGIN below the free space, a file of twice that goes under it.
+DISK_MARGIN = 1 << 30
 BODY = b"m" * (256 << 10)
 MAX_PUBLISHES = 2000  # 500 MB: never reached unless the alarm is broken
 
@@ -31,6 +38,18 @@ def own_broker(*args):
     b = MinibrokerProc(default_binary(), extra_args=list(args))
     b.start(timeout=10)
     return b
+
+
+def idle_allocation():
+    """Bytes an idle broker has allocated, as its memory alarm counts them (its start-up line)."""
+    b = own_broker("--vm-memory-high-watermark-bytes", str(1 << 50))
+    try:
+        with open(b.log_path) as f:
+            m = re.search(r"memory high watermark \d+ bytes \((\d+) allocated now\)", f.read())
+        assert m, b.tail()
+        return int(m.group(1))
+    finally:
+        b.cleanup()
 
 
 def params(b, **kw):
@@ -56,7 +75,7 @@ def pump_until(conn, pred, timeout, what):
 
 @pytest.mark.timeout(180)
 def test_memory_alarm_blocks_publisher_serves_consumer_then_unblocks():
-    b = own_broker("--vm-memory-high-watermark-bytes", str(MEMORY_WATERMARK))
+    b = own_broker("--vm-memory-high-watermark-bytes", str(idle_allocation() + MEMORY_HEADROOM))
     try:
         pub = pika.BlockingConnection(params(b))
         events = watch_blocking(pub)
@@ -107,10 +126,20 @@ def test_memory_alarm_blocks_publisher_serves_consumer_then_unblocks():
         b.cleanup()
 
 
+def disk_free(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 @pytest.mark.timeout(120)
-def test_disk_alarm_blocks_publisher_consumer_served():
-    b = own_broker("--disk-free-limit", str(10 ** 18))  # more than any disk has free
+def test_disk_alarm_blocks_publisher_consumer_served_then_unblocks(tmp_path):
+    filler = tmp_path / "filler"
+    limit = disk_free(str(tmp_path)) - DISK_MARGIN
+    with open(filler, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, 2 * DISK_MARGIN)  # free space now a margin below the limit
+    b = own_broker("--disk-free-limit", str(limit))
     try:
+        assert os.stat(b.data_dir).st_dev == os.stat(tmp_path).st_dev, "data dir on another filesystem"
         pub = pika.BlockingConnection(params(b))
         events = watch_blocking(pub)
         pch = pub.channel()
@@ -128,9 +157,22 @@ def test_disk_alarm_blocks_publisher_consumer_served():
         other = cch.queue_declare("", exclusive=True).method.queue
         cch.queue_bind(other, "amq.fanout")
         assert cch.basic_get(q)[0] is None
+
+        os.unlink(filler)  # free space back above the limit: the next disk check clears the alarm
+        pump_until(pub, lambda: ("unblocked", None) in events, 30, "connection.unblocked")
+        assert events == [("blocked", "low on disk"), ("unblocked", None)]
+        deadline = time.monotonic() + 30
+        while cch.queue_declare(q, passive=True).method.message_count == 0:
+            assert time.monotonic() < deadline, "the held publish never arrived"
+            con.process_data_events(time_limit=0.1)
+        assert cch.basic_get(q, auto_ack=True)[2] == b"held"
+        pub.close()
         con.close()
         with open(b.log_path) as f:
-            assert "disk alarm set" in f.read()
+            log = f.read()
+        assert "disk alarm set" in log and "disk alarm cleared" in log
         assert b.alive()
     finally:
         b.cleanup()
+        if filler.exists():
+            filler.unlink()

@@ -66,18 +66,26 @@ OUR_EXTRAS = {"oldest_ready_age_ms", "oldest_unacked_age_ms"}
 class HttpBroker:
     """A minibroker with the management API on its own free port."""
 
-    def __init__(self):
+    def __init__(self, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix="mb-http-")
         self.port = free_port()
         self.http_port = free_port()
+        self.extra_args = list(extra_args)
         self.log_path = os.path.join(self.dir, "broker.log")
-        log = open(self.log_path, "wb")
+        self.start()
+
+    def start(self):
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [default_binary(), "--port", str(self.port), "--http-port", str(self.http_port),
-             "--bind", "127.0.0.1", "--data-dir", os.path.join(self.dir, "data")],
+             "--bind", "127.0.0.1", "--data-dir", os.path.join(self.dir, "data")] + self.extra_args,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         wait_for(self._answers, timeout=START_TIMEOUT, interval=0.1, what="management API up")
+
+    def restart(self):
+        self.terminate()
+        self.start()
 
     def _answers(self):
         assert self.proc.poll() is None, self.tail()
@@ -123,7 +131,7 @@ class HttpBroker:
         with open(self.log_path, "rb") as f:
             return f.read()[-4000:].decode(errors="replace")
 
-    def stop(self):
+    def terminate(self):
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -131,6 +139,9 @@ class HttpBroker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+    def stop(self):
+        self.terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -132,6 +132,20 @@ TEST_CASE("registry without a store: defaults; guest from loopback only") {
   CHECK_FALSE(acl.grant("guest", "other"));
 }
 
+TEST_CASE("registry: users from a stored hash; an empty hash disables password login") {
+  AccessControl acl(nullptr);
+  acl.load();
+  // What RabbitMQ's definitions carry: base64 of salt ++ SHA-256(salt ++ password).
+  const std::string hash = hash_password("imported", std::string_view("\x01\x02\x03\x04", 4));
+  CHECK(acl.add_user_with_hash("imp", hash, {"monitoring"}).ok());
+  CHECK(acl.add_user_with_hash("imp", hash).outcome == Outcome::kAlreadyExists);
+  CHECK(acl.authenticate("imp", "imported", true).ok());
+  CHECK(acl.set_password_hash("imp", "").ok());
+  CHECK_FALSE(acl.authenticate("imp", "imported", true).ok());
+  CHECK_FALSE(acl.authenticate("imp", "", true).ok());
+  CHECK(acl.set_password_hash("nobody", hash).outcome == Outcome::kNotFound);
+}
+
 TEST_CASE("registry: management outcomes") {
   AccessControl acl(nullptr);
   acl.load();
