@@ -8,7 +8,7 @@ Concerns (issue 4 "Tests"):
 [x] retry-twice-then-succeed succeeds with retries = 2
 [x] countdown honoured; expires -> REVOKED
 [x] the crashing task gives FAILURE and the worker goes on serving
-[x] hard time limit
+[x] hard time limit (prefork and threads); threads stuck past the cap: exit 70, unacked requeued
 [x] unknown task -> NotRegistered, message rejected
 [x] SIGTERM mid-task still delivers the result, exit 0
 [x] SIGKILL of the worker mid-task -> redelivered and completed by a second worker
@@ -109,15 +109,40 @@ def test_crash_gives_failure_and_worker_goes_on(broker, start_worker, queue_name
     assert w.proc.poll() is None
 
 
-def test_hard_time_limit(broker, start_worker, queue_name):
-    start_worker("--time-limit", "1")
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_hard_time_limit(broker, start_worker, queue_name, pool):
+    w = start_worker("--time-limit", "1", pool=pool, concurrency=1)
     t0 = time.monotonic()
     r = call(broker, queue_name, "sleep", "10", "--wait", "--timeout", "20")
     assert r.returncode == 1
     assert "TimeLimitExceeded" in r.stderr
     assert time.monotonic() - t0 < 8
+    # The one slot is free again: a new child, or a new thread beside the stuck one.
     r = call(broker, queue_name, "add", "2", "3", "--wait", "--timeout", "20")
     assert r.stdout.strip() == "5"
+    if pool == "threads":
+        assert "its thread is abandoned (1 stuck, at most 1)" in w.log()
+
+
+def test_threads_stuck_past_the_cap_exit_for_a_restart(broker, start_worker, queue_name):
+    w = start_worker("--time-limit", "1", "--max-abandoned-threads", "1", pool="threads", concurrency=1)
+    sleeps = [producer_bg(broker.url, queue_name, "sleep", "30", "--wait", "--timeout", "40") for _ in range(2)]
+    time.sleep(0.3)
+    adder = producer_bg(broker.url, queue_name, "add", "7", "8", "--wait", "--timeout", "40")
+    try:
+        assert w.wait(timeout=30) == 70, w.log()[-3000:]
+        assert "2 threads are stuck" in w.log()
+        assert "exiting for a supervisor to restart the worker" in w.log()
+        for p in sleeps:  # both got their result before the exit
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 1 and "TimeLimitExceeded" in err
+        start_worker(pool="threads", concurrency=1)  # the supervisor's restart
+        out, err = adder.communicate(timeout=40)  # ran before the exit, or requeued and run now
+        assert adder.returncode == 0, err
+        assert out.strip() == "15"
+    finally:
+        for p in sleeps + [adder]:
+            p.kill()
 
 
 def test_soft_time_limit(broker, start_worker, queue_name):
