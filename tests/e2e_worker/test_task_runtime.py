@@ -12,18 +12,24 @@ Concerns (issue 4 "Tests"):
 [x] unknown task -> NotRegistered, message rejected
 [x] SIGTERM mid-task still delivers the result, exit 0
 [x] SIGKILL of the worker mid-task -> redelivered and completed by a second worker
-[x] broker restart mid-run -> the worker reconnects and every task completes
+[x] broker restart mid-run -> the worker reconnects and every task completes; the producer
+    library reconnects: calls made after the restart complete, the one in flight completes
+    or fails saying the connection was lost
 """
 
 import json
+import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
-from worker_helpers import Worker, producer, producer_bg
+from worker_helpers import BUILD, Worker, producer, producer_bg
+
+PRODUCER_RECONNECT = os.path.join(BUILD, "worker", "examples", "producer_reconnect")
 
 
 def call(broker, queue, *args, timeout=60):
@@ -195,16 +201,35 @@ def test_sigkill_mid_task_redelivered_to_second_worker(broker, start_worker, que
 
 
 def test_broker_restart_worker_reconnects(own_broker, queue_name):
+    """The worker and the producer library (worker/examples/producer_reconnect.cpp) across one restart."""
     n = 200
-    # Fire-and-forget tasks: the producer's reply queue would not survive the restart.
-    r = producer(own_broker.url, queue_name, "sleep", "0.03", "--repeat", str(n), "--no-results", timeout=60)
-    assert r.returncode == 0, r.stderr
-    ids = set(r.stdout.split())
-    assert len(ids) == n
     w = Worker(own_broker.url, queue_name, concurrency=2).start()
+    lib = subprocess.Popen([PRODUCER_RECONNECT, own_broker.url, queue_name, "20"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        w.wait_for("succeeded", timeout=30, count=20)
+        lib_out = []
+        for line in lib.stdout:  # its first 20 calls, and one left in flight
+            lib_out.append(line)
+            if line.startswith("restart now"):
+                break
+        assert lib_out and lib_out[-1].startswith("restart now"), "".join(lib_out)
+        # Fire-and-forget tasks: the command's reply queue would not survive the restart.
+        r = producer(own_broker.url, queue_name, "sleep", "0.03", "--repeat", str(n), "--no-results", timeout=60)
+        assert r.returncode == 0, r.stderr
+        ids = set(r.stdout.split())
+        assert len(ids) == n
+        w.wait_for("task sleep", timeout=30, count=20)
         own_broker.restart()
+        lib.stdin.write("go\n")  # 20 more calls, made while the producer may still be reconnecting
+        lib.stdin.flush()
+        out, _ = lib.communicate(timeout=120)
+        out = "".join(lib_out) + out
+        assert lib.returncode == 0, out + w.log()[-2000:]
+        assert "ok before the restart: 20 of 20 right" in out
+        assert "ok after the restart: 20 of 20 right" in out
+        in_flight = [line for line in out.splitlines() if line.startswith("in flight: ")]
+        assert len(in_flight) == 1, out
+        assert in_flight[0] == "in flight: SUCCESS" or "the broker connection was lost" in in_flight[0], out
         deadline = time.monotonic() + 120
         done = set()
         while time.monotonic() < deadline:
@@ -217,5 +242,6 @@ def test_broker_restart_worker_reconnects(own_broker, queue_name):
         assert "reconnecting" in log
         assert w.proc.poll() is None
     finally:
+        lib.kill()
         w.stop()
         shutil.rmtree(w.dir, ignore_errors=True)
