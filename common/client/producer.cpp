@@ -174,7 +174,8 @@ bool Producer::prepare_queue(const std::string& queue, bool delayed) {
       return want_broker && bound_.contains(queue);
   }
   run_on_io([this, &queue, want_broker]() -> asio::awaitable<void> {
-    if (!connected_ || !channel_) throw AmqpError(0, "producer is not connected");
+    Channel* ch = channel_;  // run() drops channel_ when the connection goes: ch then fails, safely
+    if (!connected_ || !ch) throw AmqpError(0, "producer is not connected");
     std::unique_lock lock(mu_);
     const bool declared = declared_.contains(queue);
     std::optional<bool> delays = broker_delays_;
@@ -182,7 +183,7 @@ bool Producer::prepare_queue(const std::string& queue, bool delayed) {
     if (!declared) {
       QueueOptions q;
       q.durable = true;
-      co_await channel_->queue_declare(queue, q);
+      co_await ch->queue_declare(queue, q);
     }
     if (want_broker && !delays) {
       ConnectionOptions co;
@@ -191,7 +192,7 @@ bool Producer::prepare_queue(const std::string& queue, bool delayed) {
       delays = co_await probe_delayed_exchange(io_, co);
       spdlog::debug("producer: tasks due later wait in {}", *delays ? "the broker's delayed exchange" : "the worker");
     }
-    if (want_broker && *delays) co_await bind_delayed(*channel_, queue);
+    if (want_broker && *delays) co_await bind_delayed(*ch, queue);
     lock.lock();
     declared_.insert(queue);
     if (delays) broker_delays_ = delays;
@@ -259,7 +260,7 @@ AsyncResult Producer::apply_async(std::string name, task::List args, task::Map k
   if (connected_) {
     try {
       through_broker = prepare_queue(queue, t.eta - now >= kMinBrokerDelay);
-    } catch (const AmqpError& e) {
+    } catch (const AmqpError&) {
       if (connected_ || options_.delay_mode == DelayMode::kBroker) throw;
     }
   }
