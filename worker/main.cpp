@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   using namespace mb::worker;
   WorkerOptions o;
   std::string pool = "prefork";
+  std::string delay_mode = "auto";
   std::vector<std::string> queues;
   CLI::App app{"miniworker: runs C++ tasks from shared libraries, fed over AMQP 0-9-1"};
   app.add_option("-b,--broker", o.broker_url, "broker URL")->capture_default_str();
@@ -44,10 +45,18 @@ int main(int argc, char** argv) {
   app.add_option("-P,--pool", pool, "prefork or threads")->check(CLI::IsMember({"prefork", "threads"}))->capture_default_str();
   app.add_option("-Q,--queues", queues, "queues to consume, comma-separated (default: celery)");
   app.add_option("--prefetch-multiplier", o.prefetch_multiplier, "prefetch = concurrency x this")->capture_default_str();
-  app.add_option("--time-limit", o.time_limit, "hard time limit in seconds (prefork)");
+  app.add_option("--time-limit", o.time_limit, "hard time limit in seconds");
+  app.add_option("--max-abandoned-threads", o.max_abandoned_threads,
+                 "threads pool: threads left stuck past the hard time limit before the worker exits (code 70) "
+                 "for a supervisor to restart it (default: concurrency)");
   app.add_option("--soft-time-limit", o.soft_time_limit, "soft time limit in seconds");
   app.add_option("--max-tasks-per-child", o.max_tasks_per_child, "replace a child after this many tasks");
   app.add_option("-n,--hostname", o.hostname, "node name (default: miniworker@<host>)");
+  app.add_option("--delay-mode", delay_mode,
+                 "where tasks due later wait: auto (the broker's x-delayed-message exchange if it has one), "
+                 "broker, worker (unacked until due)")
+      ->check(CLI::IsMember({"auto", "broker", "worker"}))
+      ->capture_default_str();
   app.add_flag("--ack-early", o.ack_early, "acknowledge on receipt instead of after the result");
   app.add_flag("-E,--task-events", o.task_events, "send task events (task-received, ...) to celeryev, as celery worker -E");
   app.add_option("--heartbeat-interval", o.heartbeat_interval, "seconds between worker-heartbeat events, 0: none")
@@ -59,6 +68,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
   if (!queues.empty()) o.queues = split_commas(queues);
   o.pool = pool == "threads" ? PoolKind::kThreads : PoolKind::kPrefork;
+  o.delay_mode = mb::client::parse_delay_mode(delay_mode);
   if (o.concurrency == 0) o.concurrency = std::max(1u, std::thread::hardware_concurrency());
   if (o.hostname.empty()) {
     char host[256] = "localhost";
@@ -82,7 +92,7 @@ int main(int argc, char** argv) {
   if (o.pool == PoolKind::kPrefork)
     p = std::make_unique<PreforkPool>(io, registry, PreforkOptions{o.concurrency, o.max_tasks_per_child, o.hostname});
   else
-    p = std::make_unique<ThreadPool>(io, registry, o.concurrency, o.hostname);
+    p = std::make_unique<ThreadPool>(io, registry, ThreadPoolOptions{o.concurrency, o.max_abandoned_threads, o.hostname});
   Worker worker(io, o, registry, *p);
 
   asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -4,15 +4,18 @@
 #include <string>
 #include <vector>
 
+#include "common/client/delayed.hpp"
 #include "common/client/url.hpp"
 
 namespace mb::worker {
 
 inline constexpr unsigned kDefaultPrefetchMultiplier = 4;  // as Celery's worker_prefetch_multiplier
 inline constexpr const char* kDefaultQueue = "celery";     // Celery's default queue name
-inline constexpr double kMaxReconnectBackoff = 10.0;       // seconds between reconnect attempts, at most
-inline constexpr double kFirstReconnectBackoff = 0.2;      // doubled on every failed attempt
 inline constexpr double kDefaultHeartbeatInterval = 2.0;   // seconds: Celery's worker-heartbeat `freq`
+
+// Exit status when the pool cannot go on and a supervisor should restart the
+// worker (threads stuck past their hard time limit): EX_SOFTWARE.
+inline constexpr int kExitForRestart = 70;
 
 enum class PoolKind { kPrefork, kThreads };
 
@@ -26,8 +29,12 @@ struct WorkerOptions {
   double time_limit = 0;       // hard, seconds, 0: none
   double soft_time_limit = 0;  // seconds, 0: none
   unsigned max_tasks_per_child = 0;
+  unsigned max_abandoned_threads = 0;  // threads pool: stuck past the hard limit, at most; 0: concurrency
   std::string hostname;        // default miniworker@<host>
   bool ack_early = false;
+  // Where tasks due later (countdown, eta, retries) wait: auto picks the
+  // broker's delayed exchange when it has one.
+  client::DelayMode delay_mode = client::DelayMode::kAuto;
   bool task_events = false;  // -E: task-* events on celeryev, as Celery's worker -E
   double heartbeat_interval = kDefaultHeartbeatInterval;  // worker-heartbeat period, 0: none
   std::string loglevel = "info";

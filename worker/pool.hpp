@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "common/task/message.hpp"
@@ -17,7 +18,7 @@ struct Job {
   std::uint64_t seq = 0;
   task::TaskMessage task;
   double soft_time_limit = 0;  // seconds, 0: none
-  double time_limit = 0;       // hard limit, seconds, 0: none (prefork only)
+  double time_limit = 0;       // hard limit, seconds, 0: none
 };
 
 struct JobDone {
@@ -34,6 +35,9 @@ class Pool {
   // Called (posted) when a slot frees up without a job finishing (a child was
   // replaced), so the dispatcher can hand out the next job.
   void on_slot_free(std::function<void()> fn) { on_slot_free_ = std::move(fn); }
+  // Called when the pool cannot go on (the threads pool: too many threads
+  // stuck past their hard time limit); the worker should exit and be restarted.
+  void on_exhausted(std::function<void(const std::string& why)> fn) { on_exhausted_ = std::move(fn); }
   // True when submit() would start the job at once.
   virtual bool has_free_slot() const = 0;
   virtual void submit(Job job) = 0;
@@ -48,6 +52,7 @@ class Pool {
 
  protected:
   std::function<void()> on_slot_free_;
+  std::function<void(const std::string&)> on_exhausted_;
 };
 
 }  // namespace mb::worker

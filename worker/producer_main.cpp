@@ -56,6 +56,7 @@ void draw_progress(std::size_t done, std::size_t total, double elapsed) {
 int main(int argc, char** argv) {
   std::string url = std::string(mb::client::kDefaultBrokerUrl);
   std::string task_name, format = "capnp", queue = std::string(mb::client::kDefaultQueue), eta_text;
+  std::string delay_mode = "auto";
   std::vector<std::string> args, kwargs;
   mb::client::CallOptions co;
   bool wait = false;
@@ -75,6 +76,11 @@ int main(int argc, char** argv) {
   call->add_option("-k,--kwarg", kwargs, "keyword argument K=V (V as JSON); repeatable");
   call->add_option("--countdown", co.countdown, "run no sooner than S seconds from now");
   call->add_option("--eta", eta_text, "run no sooner than TIME (ISO-8601 or unix seconds)");
+  call->add_option("--delay-mode", delay_mode,
+                   "where a countdown or eta waits: auto (the broker's x-delayed-message exchange if it has one), "
+                   "broker, worker (sent at once with its eta; the worker holds it)")
+      ->check(CLI::IsMember({"auto", "broker", "worker"}))
+      ->capture_default_str();
   call->add_option("--expires", co.expires, "revoke if not started within S seconds");
   call->add_option("-Q,--queue", queue, "queue")->capture_default_str();
   call->add_option("--priority", co.priority, "message priority 0-255");
@@ -120,6 +126,7 @@ int main(int argc, char** argv) {
     po.queue = queue;
     po.format = format == "celery" ? mb::task::WireFormat::kCelery : mb::task::WireFormat::kCapnp;
     po.want_results = wait || (repeat > 0 && !no_results);
+    po.delay_mode = mb::client::parse_delay_mode(delay_mode);
     mb::client::Producer producer(po);
 
     if (repeat == 0) {

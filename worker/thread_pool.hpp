@@ -1,12 +1,22 @@
 // thread_pool.hpp: the `--pool threads` option for the fastest trivial tasks:
 // N threads in this process run tasks; results are posted back to the
-// io_context. No hard time limit and no crash isolation: a task that crashes
-// takes the worker with it (the broker then redelivers its unacked tasks).
+// io_context. No crash isolation: a task that crashes takes the worker with
+// it (the broker then redelivers its unacked tasks).
+//
+// Hard time limit: a thread cannot be killed, so at the limit the task gets
+// its FAILURE TimeLimitExceeded at once, its thread is abandoned (it exits
+// when the task returns, its result dropped) and a new thread takes its
+// place, so the pool keeps its capacity. More than `max_abandoned` threads
+// stuck at once and the pool gives up (on_exhausted): the worker exits so that
+// a supervisor restarts it, and the broker requeues what was unacked.
 #pragma once
 
 #include <asio.hpp>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -18,33 +28,57 @@
 
 namespace mb::worker {
 
+struct ThreadPoolOptions {
+  unsigned concurrency = 1;
+  unsigned max_abandoned = 0;  // threads stuck past their hard time limit, at most; 0: concurrency
+  std::string hostname;
+};
+
 class ThreadPool : public Pool {
  public:
   // registry: HELD NOT OWNED.
-  ThreadPool(asio::io_context& io, const TaskRegistry& registry, unsigned concurrency, std::string hostname);
+  ThreadPool(asio::io_context& io, const TaskRegistry& registry, ThreadPoolOptions options);
   ~ThreadPool() override;
 
   void start(DoneFn on_done) override;
-  bool has_free_slot() const override { return !stopping_ && busy_ < threads_.size(); }
+  bool has_free_slot() const override { return !stopping_ && busy_ < runners_.size(); }
   void submit(Job job) override;
   std::size_t running() const override { return busy_; }
   void stop(std::function<void()> done) override;
   void terminate() override;
+  // Threads still stuck in a task past its hard time limit.
+  std::size_t abandoned();
 
  private:
-  void run_thread();
+  // One thread, shared with it: an abandoned thread touches nothing else of
+  // the pool once its task returns (the pool may be gone by then).
+  struct Runner {
+    enum State { kRunning, kDone, kAbandoned, kGone };
+    std::thread thread;
+    // kRunning -> kDone by the thread when its task returns, or -> kAbandoned
+    // by the pool at the hard limit; an abandoned thread ends in kGone.
+    std::atomic<State> state{kDone};
+  };
+
+  void add_runner();
+  void run_thread(const std::shared_ptr<Runner>& self);
+  void on_result(JobDone done);
+  void on_time_limit(std::uint64_t seq, double limit, const task::TaskMessage& task);
+  void maybe_finish_stop();
   void join_all();
 
   asio::io_context& io_;
   const TaskRegistry& registry_;
-  unsigned concurrency_;
-  std::string hostname_;
+  ThreadPoolOptions options_;
   DoneFn on_done_;
-  std::vector<std::thread> threads_;
+  std::vector<std::shared_ptr<Runner>> runners_;    // loop thread
+  std::vector<std::shared_ptr<Runner>> abandoned_;  // loop thread: detached, stuck in a task (or gone since)
+  std::map<std::uint64_t, std::unique_ptr<asio::steady_timer>> limits_;  // loop thread: hard limits by seq
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;  // guarded by mu_
-  bool quit_ = false;      // guarded by mu_
+  std::deque<Job> queue_;                     // guarded by mu_
+  std::map<std::uint64_t, std::shared_ptr<Runner>> running_;  // guarded by mu_: which thread runs which job
+  bool quit_ = false;                         // guarded by mu_
   std::size_t busy_ = 0;   // loop thread only
   bool stopping_ = false;  // loop thread only
   std::function<void()> stop_done_;

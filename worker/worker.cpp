@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "common/client/task_wire.hpp"
+#include "common/task/celery.hpp"
 #include "worker/executor.hpp"
 
 namespace mb::worker {
@@ -87,6 +88,7 @@ std::uint16_t Worker::prefetch() const {
 
 void Worker::start() {
   pool_.on_slot_free([this] { dispatch(); });
+  pool_.on_exhausted([this](const std::string& why) { exit_for_restart(why); });
   pool_.start([this](JobDone d) { on_done(std::move(d)); });
   asio::co_spawn(io_, run(), [](std::exception_ptr e) {
     if (!e) return;
@@ -99,11 +101,11 @@ void Worker::start() {
 }
 
 asio::awaitable<void> Worker::run() {
-  double backoff = kFirstReconnectBackoff;
+  double backoff = client::kFirstReconnectBackoff;
   while (!stopping_) {
     try {
       co_await session();
-      backoff = kFirstReconnectBackoff;
+      backoff = client::kFirstReconnectBackoff;
     } catch (const std::exception& e) {
       spdlog::error("broker connection: {}", e.what());
     }
@@ -113,7 +115,7 @@ asio::awaitable<void> Worker::run() {
     asio::steady_timer t(io_);
     t.expires_after(seconds_d(backoff));
     co_await t.async_wait(asio::use_awaitable);
-    backoff = std::min(backoff * 2, kMaxReconnectBackoff);
+    backoff = std::min(backoff * 2, client::kMaxReconnectBackoff);
   }
   maybe_finish_shutdown();
 }
@@ -122,6 +124,16 @@ asio::awaitable<void> Worker::session() {
   client::ConnectionOptions co;
   co.url = client::parse_broker_url(options_.broker_url);
   co.connection_name = "miniworker " + options_.hostname;
+  broker_delays_ = false;
+  if (options_.delay_mode != client::DelayMode::kWorker) {
+    broker_delays_ = co_await client::probe_delayed_exchange(io_, co);
+    if (!broker_delays_ && options_.delay_mode == client::DelayMode::kBroker) {
+      spdlog::critical("--delay-mode broker: the broker has no {} exchange type", client::kDelayedExchangeType);
+      exit_code_ = 2;
+      shutdown_gracefully();
+      co_return;
+    }
+  }
   auto conn = client::Connection::create(io_, co);
   conn_ = conn;
   closed_signal_ = std::make_unique<asio::steady_timer>(io_, asio::steady_timer::time_point::max());
@@ -135,22 +147,34 @@ asio::awaitable<void> Worker::session() {
   co_await conn->open();
   channel_ = co_await conn->open_channel();
   channel_->on_closed([conn](const client::AmqpError& e) { conn->abort(std::string("channel closed: ") + e.what()); });
+  confirm_channel_ = co_await conn->open_channel();
+  confirm_channel_->on_closed(
+      [conn](const client::AmqpError& e) { conn->abort(std::string("confirm channel closed: ") + e.what()); });
+  co_await confirm_channel_->confirm_select();
   co_await channel_->qos(prefetch());
+  connected_ = true;  // before consuming: a delivery may finish before the setup below does
   client::QueueOptions q;
   q.durable = true;
   consumer_tags_.clear();
   for (const auto& queue : options_.queues) {
     co_await channel_->queue_declare(queue, q);
+    if (broker_delays_) co_await client::bind_delayed(*channel_, queue);
     const client::Channel::DeliveryFn fn = [this, queue](client::Delivery&& d) { on_delivery(std::move(d), queue); };
     std::string tag = co_await channel_->consume(queue, "", false, fn);
     consumer_tags_.push_back(tag);
   }
   co_await control_.attach(*conn);
   co_await events_.attach(*conn);
-  connected_ = true;
   spdlog::info("{} ready: consuming {} from {}:{} ({} pool, concurrency {}, prefetch {})", options_.hostname,
                fmt::join(options_.queues, ","), co.url.host, co.url.port,
                options_.pool == PoolKind::kPrefork ? "prefork" : "threads", options_.concurrency, prefetch());
+  if (broker_delays_)
+    spdlog::info("tasks due later wait in the broker: {} exchange '{}'", client::kDelayedExchangeType,
+                 client::kDelayedExchange);
+  else
+    spdlog::info("tasks due later wait in this worker, unacked until due{}",
+                 options_.delay_mode == client::DelayMode::kWorker ? " (--delay-mode worker)"
+                                                                    : " (the broker has no delayed exchange)");
   std::error_code ec;
   co_await closed_signal_->async_wait(asio::redirect_error(asio::use_awaitable, ec));
 }
@@ -160,10 +184,14 @@ void Worker::on_connection_lost() {
   events_.detach();
   connected_ = false;
   channel_ = nullptr;
+  confirm_channel_ = nullptr;
   ++epoch_;
-  // Tasks that did not start yet will be redelivered by the broker: forget them.
+  // Tasks that are not running will be redelivered by the broker: forget them
+  // (a republish awaiting its confirm may or may not have reached the broker:
+  // at least once).
   for (auto it = jobs_.begin(); it != jobs_.end();) {
-    bool running = std::find(ready_.begin(), ready_.end(), it->first) == ready_.end() && !it->second.held;
+    const Job& job = it->second;
+    bool running = std::find(ready_.begin(), ready_.end(), it->first) == ready_.end() && !job.held && !job.deferring;
     if (!running) {
       if (it->second.timer) it->second.timer->cancel();
       it = jobs_.erase(it);
@@ -210,26 +238,93 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
     revoke_expired(seq);
     return;
   }
+  if (job.task.eta - now >= client::kMinBrokerDelay && broker_delays_) {
+    // Sent by a producer that could not use the delayed exchange (a Celery
+    // client, say): the same message goes back through it.
+    defer(seq, std::string(client::kDelayedExchange), client::OutgoingMessage{std::move(d.properties), std::move(d.body)},
+          false);
+    return;
+  }
   if (job.task.eta > now) {
-    // Held unacked until due, as Celery does; the prefetch window grows by one
-    // so held tasks do not starve the pool.
-    job.held = true;
-    ++held_;
-    update_qos();
-    job.timer = std::make_unique<asio::steady_timer>(io_);
-    job.timer->expires_after(seconds_d(job.task.eta - now));
-    job.timer->async_wait([this, seq](std::error_code ec) {
-      if (ec) return;
-      auto it = jobs_.find(seq);
-      if (it == jobs_.end() || !it->second.held) return;
-      it->second.held = false;
-      if (held_ > 0) --held_;
-      update_qos();
-      enqueue(seq);
-    });
+    hold(seq);
     return;
   }
   enqueue(seq);
+}
+
+// Held unacked until due, as Celery does; the prefetch window grows by one so
+// held tasks do not starve the pool.
+void Worker::hold(std::uint64_t seq) {
+  Job& job = jobs_.at(seq);
+  spdlog::info("task {}[{}] held here until {}", job.task.name, job.task.id, task::format_iso8601(job.task.eta));
+  job.held = true;
+  ++held_;
+  update_qos();
+  job.timer = std::make_unique<asio::steady_timer>(io_);
+  job.timer->expires_after(seconds_d(std::max(0.0, job.task.eta - task::unix_now())));
+  job.timer->async_wait([this, seq](std::error_code ec) {
+    if (ec) return;
+    auto it = jobs_.find(seq);
+    if (it == jobs_.end() || !it->second.held) return;
+    it->second.held = false;
+    if (held_ > 0) --held_;
+    update_qos();
+    enqueue(seq);
+  });
+}
+
+// Publishes msg (the task again, due later) to `exchange` with publisher
+// confirms, and acknowledges the job's delivery only once the broker has
+// confirmed it: nothing is lost, and this worker holds nothing meanwhile.
+// ran: the job has run (a retry), as opposed to deferred on receipt.
+void Worker::defer(std::uint64_t seq, std::string exchange, client::OutgoingMessage msg, bool ran) {
+  Job& job = jobs_.at(seq);
+  if (!confirm_channel_ || !connected_) {  // the broker redelivers the original
+    jobs_.erase(seq);
+    maybe_finish_shutdown();
+    return;
+  }
+  if (!exchange.empty()) client::set_delay(msg.properties, job.task.eta);
+  job.deferring = true;
+  ++deferring_;
+  asio::co_spawn(io_, publish_deferred(seq, std::move(exchange), std::move(msg), ran), asio::detached);
+}
+
+asio::awaitable<void> Worker::publish_deferred(std::uint64_t seq, std::string exchange, client::OutgoingMessage msg,
+                                               bool ran) {
+  std::string error = "not connected";
+  if (auto it = jobs_.find(seq); it != jobs_.end() && confirm_channel_) {
+    const std::string queue = it->second.queue;
+    try {
+      co_await confirm_channel_->publish_confirmed(exchange, queue, msg.properties, msg.body);
+      error.clear();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  --deferring_;
+  auto it = jobs_.find(seq);
+  if (it == jobs_.end()) {  // the connection was lost meanwhile: the broker redelivers the original
+    maybe_finish_shutdown();
+    co_return;
+  }
+  Job& job = it->second;
+  job.deferring = false;
+  if (error.empty()) {
+    spdlog::info("task {}[{}] due at {} waits in {}", job.task.name, job.task.id, task::format_iso8601(job.task.eta),
+                 exchange.empty() ? "the queue" : "the broker");
+    finish_job(seq);
+  } else if (!ran) {
+    spdlog::warn("task {}[{}]: the broker did not take it back ({}): held here until due", job.task.name,
+                 job.task.id, error);
+    hold(seq);
+  } else {
+    spdlog::error("task {}[{}]: retry not republished ({}): requeued to run again", job.task.name, job.task.id,
+                  error);
+    settle(job, false, true);
+    jobs_.erase(it);
+    maybe_finish_shutdown();
+  }
 }
 
 // Celery's way with a task that expired before it could start: a REVOKED
@@ -289,9 +384,11 @@ void Worker::on_done(JobDone done) {
   ++totals_[job.task.name];
   if (r.state == task::State::kRetry) {
     spdlog::info("task {}[{}] retry in {}s: {}", job.task.name, job.task.id, done.retry_countdown, r.error_message);
-    republish_retry(job, done.retry_countdown);
     publish_result(job, r);
     if (events_.task_events()) events_.task_event("task-retried", task_error_fields(r));
+    republish_retry(done.seq, done.retry_countdown);  // acknowledged once the broker has the new copy
+    dispatch();
+    return;
   } else if (r.state == task::State::kSuccess) {
     spdlog::info("task {}[{}] succeeded in {:.6f}s", job.task.name, job.task.id, r.runtime);
     publish_result(job, r);
@@ -315,14 +412,18 @@ void Worker::publish_result(const Job& job, const task::TaskResult& r) {
   channel_->publish("", job.task.reply_to, msg.properties, msg.body);
 }
 
-void Worker::republish_retry(const Job& job, double countdown) {
-  if (!channel_ || !connected_) return;
-  task::TaskMessage t = job.task;
+// The task again with retries + 1 and its countdown, through the delayed
+// exchange when the broker has one, else straight to its queue with the eta
+// (and the worker that gets it holds it).
+void Worker::republish_retry(std::uint64_t seq, double countdown) {
+  Job& job = jobs_.at(seq);
+  task::TaskMessage& t = job.task;
   t.retries += 1;
   t.eta = countdown > 0 ? task::unix_now() + countdown : 0;
-  if (t.parent_id.empty()) t.parent_id = job.task.id;
-  auto msg = client::build_task_message(t);
-  channel_->publish("", job.queue, msg.properties, msg.body);
+  if (t.parent_id.empty()) t.parent_id = t.id;
+  const bool through_broker = broker_delays_ && countdown >= client::kMinBrokerDelay;
+  defer(seq, through_broker ? std::string(client::kDelayedExchange) : std::string(),
+        client::build_task_message(t, job.priority), true);
 }
 
 void Worker::settle(Job& job, bool ack, bool requeue) {
@@ -371,7 +472,7 @@ void Worker::shutdown_gracefully() {
 }
 
 void Worker::maybe_finish_shutdown() {
-  if (!stopping_ || finished_ || pool_.running() > 0) return;
+  if (!stopping_ || finished_ || pool_.running() > 0 || deferring_ > 0) return;
   finished_ = true;
   events_.go_offline();
   auto conn = conn_;
@@ -382,6 +483,20 @@ void Worker::maybe_finish_shutdown() {
         spdlog::info("{} stopped after {} task(s)", options_.hostname, processed_);
         pool_.terminate();
         io_.stop();
+      },
+      asio::detached);
+}
+
+void Worker::exit_for_restart(const std::string& why) {
+  if (finished_) return;
+  finished_ = stopping_ = true;
+  spdlog::critical("{}: exiting for a supervisor to restart the worker; the broker requeues unacked tasks", why);
+  auto conn = conn_;
+  asio::co_spawn(
+      io_,
+      [conn]() -> asio::awaitable<void> {
+        if (conn && conn->is_open()) co_await conn->close();
+        std::_Exit(kExitForRestart);  // not exit(): stuck threads cannot be joined
       },
       asio::detached);
 }

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/client/connection.hpp"
+#include "common/client/task_wire.hpp"
 #include "worker/control.hpp"
 #include "worker/events.hpp"
 #include "worker/options.hpp"
@@ -30,6 +31,9 @@ class Worker {
   void shutdown_gracefully();
   // Second signal: leave at once (the broker requeues what was unacked).
   [[noreturn]] void shutdown_now();
+  // The pool cannot go on: close the connection (what was published goes out
+  // first; the broker requeues what was unacked) and exit kExitForRestart.
+  void exit_for_restart(const std::string& why);
   int exit_code() const { return exit_code_; }
 
  private:
@@ -43,18 +47,23 @@ class Worker {
     std::uint8_t priority = 0;
     double time_start = 0;     // unix seconds when handed to the pool; 0: not started
     bool acked = false;
-    bool held = false;  // waiting for its eta
+    bool held = false;       // waiting for its eta in this worker
+    bool deferring = false;  // a copy is on its way to the broker; settled when confirmed
     std::unique_ptr<asio::steady_timer> timer;
   };
 
   asio::awaitable<void> run();
   asio::awaitable<void> session();
   void on_delivery(client::Delivery&& d, const std::string& queue);
+  void hold(std::uint64_t seq);
+  void defer(std::uint64_t seq, std::string exchange, client::OutgoingMessage msg, bool ran);
+  asio::awaitable<void> publish_deferred(std::uint64_t seq, std::string exchange, client::OutgoingMessage msg,
+                                         bool ran);
   void enqueue(std::uint64_t seq);
   void dispatch();
   void on_done(JobDone done);
   void publish_result(const Job& job, const task::TaskResult& r);
-  void republish_retry(const Job& job, double countdown);
+  void republish_retry(std::uint64_t seq, double countdown);
   void revoke_expired(std::uint64_t seq);
   void settle(Job& job, bool ack, bool requeue = false);
   void finish_job(std::uint64_t seq);
@@ -70,13 +79,16 @@ class Worker {
   const TaskRegistry& registry_;
   Pool& pool_;
   std::shared_ptr<client::Connection> conn_;
-  client::Channel* channel_ = nullptr;  // HELD NOT OWNED: owned by conn_
+  client::Channel* channel_ = nullptr;          // HELD NOT OWNED: owned by conn_
+  client::Channel* confirm_channel_ = nullptr;  // HELD NOT OWNED: republishes, in confirm mode
+  bool broker_delays_ = false;                  // this session has the broker's delayed exchange
   std::vector<std::string> consumer_tags_;
   std::uint64_t epoch_ = 0;
   std::uint64_t next_seq_ = 1;
   std::map<std::uint64_t, Job> jobs_;
   std::deque<std::uint64_t> ready_;
   std::size_t held_ = 0;
+  std::size_t deferring_ = 0;  // republishes awaiting their confirm
   bool connected_ = false;
   bool stopping_ = false;
   bool finished_ = false;

@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <vector>
+
 #include "common/client/connection.hpp"
 
 namespace mb::client {
@@ -61,6 +63,13 @@ asio::awaitable<void> Channel::exchange_declare(std::string_view name, std::stri
   co_await call(m, ex);
 }
 
+asio::awaitable<void> Channel::queue_delete(std::string_view name) {
+  amqp::QueueDelete m;
+  m.queue = name;
+  const Extract ex = expect_reply<amqp::QueueDeleteOk>();
+  co_await call(m, ex);
+}
+
 asio::awaitable<void> Channel::queue_bind(std::string_view queue, std::string_view exchange,
                                           std::string_view routing_key) {
   amqp::QueueBind m;
@@ -104,6 +113,13 @@ asio::awaitable<void> Channel::close() {
   open_ = false;
 }
 
+asio::awaitable<void> Channel::confirm_select() {
+  const amqp::ConfirmSelect m{false};
+  const Extract ex = expect_reply<amqp::ConfirmSelectOk>();
+  co_await call(m, ex);
+  confirm_mode_ = true;
+}
+
 void Channel::publish(std::string_view exchange, std::string_view routing_key, const amqp::BasicProperties& properties,
                       std::string_view body) {
   std::string& out = conn_.out();
@@ -113,6 +129,33 @@ void Channel::publish(std::string_view exchange, std::string_view routing_key, c
   amqp::write_method(out, id_, m);
   amqp::write_content(out, id_, amqp::encode_properties(properties), body, conn_.frame_max());
   conn_.flush();
+  if (confirm_mode_) ++publish_seq_;
+}
+
+asio::awaitable<void> Channel::publish_confirmed(std::string_view exchange, std::string_view routing_key,
+                                                 const amqp::BasicProperties& properties, std::string_view body) {
+  if (!open_) throw AmqpError(504, "CHANNEL_ERROR - channel is closed");
+  if (!confirm_mode_) throw std::logic_error("publish_confirmed on a channel not in confirm mode");
+  auto& io = conn_.io();
+  co_await asio::async_initiate<const asio::use_awaitable_t<>, void(std::exception_ptr)>(
+      [&](auto handler) {
+        auto h = std::make_shared<decltype(handler)>(std::move(handler));
+        publish(exchange, routing_key, properties, body);
+        confirms_.emplace(publish_seq_, [h, &io](std::exception_ptr e) {
+          asio::post(io, [h, e]() mutable { std::move (*h)(e); });
+        });
+      },
+      asio::use_awaitable);
+}
+
+void Channel::on_confirm(std::uint64_t tag, bool multiple, bool ack) {
+  auto first = multiple ? confirms_.begin() : confirms_.find(tag);
+  auto last = multiple ? confirms_.upper_bound(tag) : (first == confirms_.end() ? first : std::next(first));
+  std::vector<ConfirmFn> done;
+  for (auto it = first; it != last; ++it) done.push_back(std::move(it->second));
+  confirms_.erase(first, last);
+  auto error = ack ? nullptr : std::make_exception_ptr(AmqpError(0, "the broker nacked the message"));
+  for (auto& fn : done) fn(error);
 }
 
 void Channel::ack(std::uint64_t delivery_tag, bool multiple) {
@@ -130,6 +173,9 @@ void Channel::fail(const AmqpError& error) {
   auto pending = std::move(pending_);
   pending_.clear();
   for (auto& p : pending) p.done(std::make_exception_ptr(error), {});
+  auto confirms = std::move(confirms_);
+  confirms_.clear();
+  for (auto& [seq, fn] : confirms) fn(std::make_exception_ptr(error));
   consumers_.clear();
   incoming_.reset();
 }
@@ -238,7 +284,14 @@ void Channel::on_method(const amqp::Method& m) {
     if (on_closed_) on_closed_(AmqpError(0, "consumer cancelled by the broker"));
     return;
   }
-  if (std::holds_alternative<amqp::BasicAck>(m) || std::holds_alternative<amqp::BasicNack>(m)) return;
+  if (auto* a = std::get_if<amqp::BasicAck>(&m)) {
+    on_confirm(a->delivery_tag, a->multiple, true);
+    return;
+  }
+  if (auto* n = std::get_if<amqp::BasicNack>(&m)) {
+    on_confirm(n->delivery_tag, n->multiple, false);
+    return;
+  }
   if (auto* f = std::get_if<amqp::ChannelFlow>(&m)) {
     amqp::write_method(conn_.out(), id_, amqp::ChannelFlowOk{f->active});
     conn_.flush();

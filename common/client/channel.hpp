@@ -69,13 +69,21 @@ class Channel {
   asio::awaitable<std::string> queue_declare(std::string_view name, const QueueOptions& options);
   asio::awaitable<void> exchange_declare(std::string_view name, std::string_view type, bool durable,
                                          bool auto_delete, const amqp::FieldTable& arguments);
+  asio::awaitable<void> queue_delete(std::string_view name);
   asio::awaitable<void> queue_bind(std::string_view queue, std::string_view exchange, std::string_view routing_key);
   asio::awaitable<std::string> consume(std::string_view queue, std::string_view tag, bool no_ack, const DeliveryFn& fn);
   asio::awaitable<void> cancel(std::string_view tag);
   asio::awaitable<void> close();
+  // Puts the channel in publisher-confirm mode (confirm.select).
+  asio::awaitable<void> confirm_select();
 
   void publish(std::string_view exchange, std::string_view routing_key, const amqp::BasicProperties& properties,
                std::string_view body);
+  // In confirm mode: publishes, then completes when the broker confirms the
+  // message; throws AmqpError when it nacks it or the channel goes away first.
+  // The arguments are used before the first suspension only.
+  asio::awaitable<void> publish_confirmed(std::string_view exchange, std::string_view routing_key,
+                                          const amqp::BasicProperties& properties, std::string_view body);
   void ack(std::uint64_t delivery_tag, bool multiple = false);
   void reject(std::uint64_t delivery_tag, bool requeue);
 
@@ -101,8 +109,10 @@ class Channel {
     Extract extract;
     std::function<void(std::exception_ptr, std::string)> done;
   };
+  using ConfirmFn = std::function<void(std::exception_ptr)>;
   void on_method(const amqp::Method& m);
   void deliver_if_complete();
+  void on_confirm(std::uint64_t tag, bool multiple, bool ack);
 
   Connection& conn_;
   std::uint16_t id_;
@@ -113,6 +123,9 @@ class Channel {
   std::uint64_t incoming_size_ = 0;
   bool incoming_header_ = false;
   bool incoming_is_return_ = false;
+  bool confirm_mode_ = false;
+  std::uint64_t publish_seq_ = 0;            // confirm mode: sequence number of the last publish
+  std::map<std::uint64_t, ConfirmFn> confirms_;  // awaiting basic.ack / basic.nack, by sequence number
   std::function<void(const AmqpError&)> on_closed_;
 };
 

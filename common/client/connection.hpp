@@ -29,6 +29,8 @@ namespace mb::client {
 inline constexpr std::uint16_t kDefaultHeartbeat = 60;  // seconds, as RabbitMQ offers
 inline constexpr std::uint32_t kDefaultFrameMax = 131072;
 inline constexpr std::chrono::seconds kDefaultConnectTimeout{10};
+inline constexpr double kFirstReconnectBackoff = 0.2;  // seconds; doubled on every failed attempt
+inline constexpr double kMaxReconnectBackoff = 10.0;   // seconds between reconnect attempts, at most
 
 struct ConnectionOptions {
   BrokerUrl url;

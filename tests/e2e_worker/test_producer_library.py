@@ -1,4 +1,6 @@
 """End-to-end: the C++ producer library (not the command) against a miniworker.
+(Across a broker restart: worker/examples/producer_reconnect.cpp, run by
+test_task_runtime.py's broker restart test, which restarts the broker anyway.)
 
 worker/examples/producer_example.cpp is an application that links mb_client
 and uses Producer::delay / apply_async / AsyncResult::get; it checks each
@@ -22,3 +24,4 @@ def test_producer_library_round_trips(broker, start_worker, queue_name):
     assert len(lines) == 4, r.stdout
     assert all(line.startswith("ok ") for line in lines), r.stdout
     assert "add(5, 5) == 10: SUCCESS 10" in lines[0]
+

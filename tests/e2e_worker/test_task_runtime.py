@@ -8,22 +8,28 @@ Concerns (issue 4 "Tests"):
 [x] retry-twice-then-succeed succeeds with retries = 2
 [x] countdown honoured; expires -> REVOKED
 [x] the crashing task gives FAILURE and the worker goes on serving
-[x] hard time limit
+[x] hard time limit (prefork and threads); threads stuck past the cap: exit 70, unacked requeued
 [x] unknown task -> NotRegistered, message rejected
 [x] SIGTERM mid-task still delivers the result, exit 0
 [x] SIGKILL of the worker mid-task -> redelivered and completed by a second worker
-[x] broker restart mid-run -> the worker reconnects and every task completes
+[x] broker restart mid-run -> the worker reconnects and every task completes; the producer
+    library reconnects: calls made after the restart complete, the one in flight completes
+    or fails saying the connection was lost
 """
 
 import json
+import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
 
-from worker_helpers import Worker, producer, producer_bg
+from worker_helpers import BUILD, Worker, producer, producer_bg
+
+PRODUCER_RECONNECT = os.path.join(BUILD, "worker", "examples", "producer_reconnect")
 
 
 def call(broker, queue, *args, timeout=60):
@@ -109,15 +115,40 @@ def test_crash_gives_failure_and_worker_goes_on(broker, start_worker, queue_name
     assert w.proc.poll() is None
 
 
-def test_hard_time_limit(broker, start_worker, queue_name):
-    start_worker("--time-limit", "1")
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_hard_time_limit(broker, start_worker, queue_name, pool):
+    w = start_worker("--time-limit", "1", pool=pool, concurrency=1)
     t0 = time.monotonic()
     r = call(broker, queue_name, "sleep", "10", "--wait", "--timeout", "20")
     assert r.returncode == 1
     assert "TimeLimitExceeded" in r.stderr
     assert time.monotonic() - t0 < 8
+    # The one slot is free again: a new child, or a new thread beside the stuck one.
     r = call(broker, queue_name, "add", "2", "3", "--wait", "--timeout", "20")
     assert r.stdout.strip() == "5"
+    if pool == "threads":
+        assert "its thread is abandoned (1 stuck, at most 1)" in w.log()
+
+
+def test_threads_stuck_past_the_cap_exit_for_a_restart(broker, start_worker, queue_name):
+    w = start_worker("--time-limit", "1", "--max-abandoned-threads", "1", pool="threads", concurrency=1)
+    sleeps = [producer_bg(broker.url, queue_name, "sleep", "30", "--wait", "--timeout", "40") for _ in range(2)]
+    time.sleep(0.3)
+    adder = producer_bg(broker.url, queue_name, "add", "7", "8", "--wait", "--timeout", "40")
+    try:
+        assert w.wait(timeout=30) == 70, w.log()[-3000:]
+        assert "2 threads are stuck" in w.log()
+        assert "exiting for a supervisor to restart the worker" in w.log()
+        for p in sleeps:  # both got their result before the exit
+            out, err = p.communicate(timeout=30)
+            assert p.returncode == 1 and "TimeLimitExceeded" in err
+        start_worker(pool="threads", concurrency=1)  # the supervisor's restart
+        out, err = adder.communicate(timeout=40)  # ran before the exit, or requeued and run now
+        assert adder.returncode == 0, err
+        assert out.strip() == "15"
+    finally:
+        for p in sleeps + [adder]:
+            p.kill()
 
 
 def test_soft_time_limit(broker, start_worker, queue_name):
@@ -170,16 +201,35 @@ def test_sigkill_mid_task_redelivered_to_second_worker(broker, start_worker, que
 
 
 def test_broker_restart_worker_reconnects(own_broker, queue_name):
+    """The worker and the producer library (worker/examples/producer_reconnect.cpp) across one restart."""
     n = 200
-    # Fire-and-forget tasks: the producer's reply queue would not survive the restart.
-    r = producer(own_broker.url, queue_name, "sleep", "0.03", "--repeat", str(n), "--no-results", timeout=60)
-    assert r.returncode == 0, r.stderr
-    ids = set(r.stdout.split())
-    assert len(ids) == n
     w = Worker(own_broker.url, queue_name, concurrency=2).start()
+    lib = subprocess.Popen([PRODUCER_RECONNECT, own_broker.url, queue_name, "20"], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        w.wait_for("succeeded", timeout=30, count=20)
+        lib_out = []
+        for line in lib.stdout:  # its first 20 calls, and one left in flight
+            lib_out.append(line)
+            if line.startswith("restart now"):
+                break
+        assert lib_out and lib_out[-1].startswith("restart now"), "".join(lib_out)
+        # Fire-and-forget tasks: the command's reply queue would not survive the restart.
+        r = producer(own_broker.url, queue_name, "sleep", "0.03", "--repeat", str(n), "--no-results", timeout=60)
+        assert r.returncode == 0, r.stderr
+        ids = set(r.stdout.split())
+        assert len(ids) == n
+        w.wait_for("task sleep", timeout=30, count=20)
         own_broker.restart()
+        lib.stdin.write("go\n")  # 20 more calls, made while the producer may still be reconnecting
+        lib.stdin.flush()
+        out, _ = lib.communicate(timeout=120)
+        out = "".join(lib_out) + out
+        assert lib.returncode == 0, out + w.log()[-2000:]
+        assert "ok before the restart: 20 of 20 right" in out
+        assert "ok after the restart: 20 of 20 right" in out
+        in_flight = [line for line in out.splitlines() if line.startswith("in flight: ")]
+        assert len(in_flight) == 1, out
+        assert in_flight[0] == "in flight: SUCCESS" or "the broker connection was lost" in in_flight[0], out
         deadline = time.monotonic() + 120
         done = set()
         while time.monotonic() < deadline:
@@ -192,5 +242,6 @@ def test_broker_restart_worker_reconnects(own_broker, queue_name):
         assert "reconnecting" in log
         assert w.proc.poll() is None
     finally:
+        lib.kill()
         w.stop()
         shutil.rmtree(w.dir, ignore_errors=True)

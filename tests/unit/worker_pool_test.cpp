@@ -10,6 +10,8 @@
 // [x] prefork: max-tasks-per-child replaces children
 // [x] prefork: graceful stop waits for running tasks
 // [x] threads pool: results and retries
+// [x] threads pool: the hard time limit fails the task at once, abandons its thread, keeps the capacity;
+//     past the cap it reports exhaustion; the abandoned thread is gone once its task returns
 // [x] unknown task name: FAILURE NotRegistered
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -154,7 +156,7 @@ TEST_CASE("prefork: graceful stop waits for running tasks") {
 
 TEST_CASE("threads pool") {
   asio::io_context io;
-  ThreadPool pool(io, registry(), 2, "test@h");
+  ThreadPool pool(io, registry(), ThreadPoolOptions{2, 0, "test@h"});
   std::vector<Job> jobs;
   for (std::uint64_t i = 1; i <= 200; ++i) jobs.push_back(make_job(i, "add", {static_cast<int>(i), 1}));
   jobs.push_back(make_job(201, "fail", {}));
@@ -162,4 +164,35 @@ TEST_CASE("threads pool") {
   REQUIRE(out.size() == 201);
   for (std::uint64_t i = 1; i <= 200; ++i) CHECK(out[i].result.value == task::Value(static_cast<int>(i) + 1));
   CHECK(out[201].result.error_message == "boom");
+}
+
+TEST_CASE("threads pool: hard time limit") {
+  asio::io_context io;
+  ThreadPool pool(io, registry(), ThreadPoolOptions{1, 1, "test@h"});
+  std::map<std::uint64_t, JobDone> out;
+  std::string exhausted;
+  pool.on_exhausted([&](const std::string& why) { exhausted = why; });
+  pool.start([&](JobDone d) { out[d.seq] = std::move(d); });
+  auto run_until = [&](auto done) {
+    for (int i = 0; i < 1000 && !done(); ++i) io.run_for(std::chrono::milliseconds(10));
+    return done();
+  };
+
+  pool.submit(make_job(1, "sleep", {0.6}, /*time_limit=*/0.1));
+  REQUIRE(run_until([&] { return out.contains(1); }));
+  CHECK(out[1].result.state == task::State::kFailure);
+  CHECK(out[1].result.error_type == "TimeLimitExceeded");
+  CHECK(pool.abandoned() == 1);
+  CHECK(pool.has_free_slot());  // a new thread took the stuck one's place
+  pool.submit(make_job(2, "add", {2, 3}));
+  REQUIRE(run_until([&] { return out.contains(2); }));
+  CHECK(out[2].result.value == task::Value(5));
+  CHECK(exhausted.empty());
+
+  pool.submit(make_job(3, "sleep", {0.6}, 0.1));  // a second stuck thread: over the cap of 1
+  REQUIRE(run_until([&] { return out.contains(3); }));
+  CHECK(out[3].result.error_type == "TimeLimitExceeded");
+  CHECK(exhausted == "2 threads are stuck in tasks past their hard time limit");
+  CHECK(run_until([&] { return pool.abandoned() == 0; }));  // their tasks returned: the threads are gone
+  CHECK(out.size() == 3);  // and their late results were dropped
 }
