@@ -72,6 +72,8 @@ class Broker : public VhostEnv {
   bool take_connection_slot();
   // The active resource alarms as connection.blocked's reason ("low on memory"), or empty.
   const std::string& alarm() const { return alarm_; }
+  bool memory_alarm() const { return memory_alarm_; }
+  bool disk_alarm() const { return disk_alarm_; }
   std::size_t max_queues() const override { return options_.max_queues; }
   // For the management API (read on the loop only).
   const std::unordered_map<std::uint64_t, ConnectionPtr>& connections() const { return connections_; }

@@ -222,8 +222,18 @@ void Api::get(const Request& req, Response& res) {
   if (what == "permissions" && n == 3)
     return admin_list(req, res, [&b, vhost = s[1], user = s[2]] { return mgmt::find_permission_json(b, vhost, user); });
   if (what == "health" && n == 3 && s[1] == "checks" && s[2] == "alarms") {
-    // The broker raises no memory or disk alarms: it applies back-pressure per connection instead.
-    return HttpServer::reply_json(res, 200, {{"status", "ok"}});
+    // RabbitMQ's answer: 200 when no resource alarm is on, else 503 naming them.
+    auto alarms = http.on_loop([&b] {
+      json on = json::array();
+      if (b.memory_alarm()) on.push_back({{"resource", "memory"}, {"node", mgmt::kNodeName}});
+      if (b.disk_alarm()) on.push_back({{"resource", "disk"}, {"node", mgmt::kNodeName}});
+      return on;
+    });
+    if (!alarms) return HttpServer::reply_unavailable(res);
+    if (alarms->empty()) return HttpServer::reply_json(res, 200, {{"status", "ok"}});
+    return HttpServer::reply_json(
+        res, 503,
+        {{"status", "failed"}, {"reason", "There are alarms in effect in the cluster"}, {"alarms", *alarms}});
   }
   if (what == "vhosts" && n <= 2) {
     if (n == 1) return list(res, "", true, [&b](const broker::Vhost*) { return mgmt::list_vhosts(b); });

@@ -23,9 +23,9 @@ AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
 
 
 class HttpBroker(MinibrokerProc):
-    def __init__(self):
+    def __init__(self, extra_args=()):
         self.http_port = free_port()
-        super().__init__(default_binary(), extra_args=["--http-port", str(self.http_port)])
+        super().__init__(default_binary(), extra_args=["--http-port", str(self.http_port), *extra_args])
 
     @property
     def http_url(self):

@@ -22,6 +22,7 @@ import pika
 import pytest
 
 from minibroker_proc import MinibrokerProc, default_binary
+from task_traffic import HttpBroker, api
 from util import uname
 
 pytestmark = pytest.mark.minibroker_only
@@ -137,7 +138,7 @@ def test_disk_alarm_blocks_publisher_consumer_served_then_unblocks(tmp_path):
     limit = disk_free(str(tmp_path)) - DISK_MARGIN
     with open(filler, "wb") as f:
         os.posix_fallocate(f.fileno(), 0, 2 * DISK_MARGIN)  # free space now a margin below the limit
-    b = own_broker("--disk-free-limit", str(limit))
+    b = HttpBroker(["--disk-free-limit", str(limit)]).start()
     try:
         assert os.stat(b.data_dir).st_dev == os.stat(tmp_path).st_dev, "data dir on another filesystem"
         pub = pika.BlockingConnection(params(b))
@@ -148,6 +149,9 @@ def test_disk_alarm_blocks_publisher_consumer_served_then_unblocks(tmp_path):
         pch.basic_publish("", q, b"held")
         pump_until(pub, lambda: events, 30, "connection.blocked")
         assert events == [("blocked", "low on disk")]
+        status, body = api(b, "/api/health/checks/alarms")
+        assert status == 503 and body["status"] == "failed", (status, body)
+        assert [a["resource"] for a in body["alarms"]] == ["disk"]
 
         # The publish method was read; its content waits unread in the socket, as RabbitMQ
         # does. A connection that never published is still served.
@@ -161,6 +165,7 @@ def test_disk_alarm_blocks_publisher_consumer_served_then_unblocks(tmp_path):
         os.unlink(filler)  # free space back above the limit: the next disk check clears the alarm
         pump_until(pub, lambda: ("unblocked", None) in events, 30, "connection.unblocked")
         assert events == [("blocked", "low on disk"), ("unblocked", None)]
+        assert api(b, "/api/health/checks/alarms") == (200, {"status": "ok"})
         deadline = time.monotonic() + 30
         while cch.queue_declare(q, passive=True).method.message_count == 0:
             assert time.monotonic() < deadline, "the held publish never arrived"
