@@ -93,7 +93,7 @@ class Broker : public VhostEnv {
     return tasks_->on_publish(exchange, routing_key, props, body, static_cast<double>(now_ms()) / 1000.0);
   }
   void task_delivered(const Message& msg) override {
-    tasks_->on_delivered(msg.properties, static_cast<double>(now_ms()) / 1000.0);
+    tasks_->on_delivered(msg.properties(), static_cast<double>(now_ms()) / 1000.0);
   }
 
  private:

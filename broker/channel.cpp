@@ -50,7 +50,7 @@ std::int64_t parse_expiration(std::string_view s) {
 std::int64_t delay_of(const Message& msg) {
   if (!msg.has_headers) return 0;
   try {
-    auto props = amqp::decode_properties(msg.properties);
+    auto props = amqp::decode_properties(msg.properties());
     if (const auto* v = props.headers ? props.headers->find("x-delay") : nullptr) return v->as_int().value_or(0);
   } catch (const amqp::DecodeError&) {
   }
@@ -205,53 +205,50 @@ void Channel::handle_header(std::string_view payload) {
                   host_.max_message_size());
   }
   pending_.header_seen = true;
-  pending_.body_size = h.body_size;
-  pending_.properties.assign(h.properties);
-  pending_.body.clear();
-  pending_.body.reserve(h.body_size);
+  pending_.msg = Message::create(pending_.exchange->name(), pending_.routing_key, h.properties, h.body_size);
+  pending_.body_received = 0;
   if (h.body_size == 0) finish_publish();
 }
 
 void Channel::handle_body(std::string_view payload) {
   if (!pending_.active || !pending_.header_seen)
     connection_error(ReplyCode::kUnexpectedFrame, "content body frame without a content header on channel {}", id_);
-  if (pending_.body.size() + payload.size() > pending_.body_size)
+  Message& msg = *pending_.msg;
+  if (payload.size() > msg.body_size() - pending_.body_received)
     connection_error(ReplyCode::kFrameError, "content body exceeds the size in its header on channel {}", id_);
-  pending_.body.append(payload);
-  if (pending_.body.size() == pending_.body_size) finish_publish();
+  std::memcpy(msg.body_buffer() + pending_.body_received, payload.data(), payload.size());
+  pending_.body_received += payload.size();
+  if (pending_.body_received == msg.body_size()) finish_publish();
 }
 
 void Channel::finish_publish() {
   pending_.active = false;
   VhostEnv& env = host_.env();
-  amqp::PropertiesSummary s = amqp::summarize_properties(pending_.properties);
+  std::shared_ptr<Message> msg = std::move(pending_.msg);
+  amqp::PropertiesSummary s = amqp::summarize_properties(msg->properties());
   if (s.has_user_id && s.user_id != host_.user())
     channel_error(ReplyCode::kPreconditionFailed, "user_id property set to '{}' but authenticated user was '{}'",
                   s.user_id, host_.user());
   // Before the direct reply-to rewrite below, which invalidates the views in s.
-  const bool task = env.task_published(pending_.exchange->name(), pending_.routing_key, s, pending_.body);
-  const std::optional<std::int64_t> expiration_ms =
-      s.has_expiration ? std::optional(parse_expiration(s.expiration)) : std::nullopt;
-  if (s.reply_to == kDirectReplyQueue) {
-    if (reply_key_.empty())
-      channel_error(ReplyCode::kPreconditionFailed, "fast reply consumer does not exist");
-    amqp::BasicProperties props = amqp::decode_properties(pending_.properties);
-    props.reply_to = std::string(kDirectReplyPrefix) + reply_key_;
-    pending_.properties = amqp::encode_properties(props);
-  }
-  auto msg = std::make_shared<Message>();
-  msg->id = env.next_message_id();
-  msg->exchange = pending_.exchange->name();
-  msg->routing_key = pending_.routing_key;
-  msg->properties = std::move(pending_.properties);
-  msg->body = std::move(pending_.body);
+  msg->task = env.task_published(msg->exchange(), msg->routing_key(), s, msg->body());
+  msg->expiration_ms = s.has_expiration ? std::optional(parse_expiration(s.expiration)) : std::nullopt;
   msg->delivery_mode = s.delivery_mode;
   msg->priority = s.priority;
   msg->has_headers = s.has_headers;
-  msg->task = task;
-  msg->expiration_ms = expiration_ms;
-  pending_.properties = std::string();
-  pending_.body = std::string();
+  if (s.reply_to == kDirectReplyQueue) {
+    if (reply_key_.empty())
+      channel_error(ReplyCode::kPreconditionFailed, "fast reply consumer does not exist");
+    amqp::BasicProperties props = amqp::decode_properties(msg->properties());
+    props.reply_to = std::string(kDirectReplyPrefix) + reply_key_;
+    auto rewritten = Message::create(msg->exchange(), msg->routing_key(), amqp::encode_properties(props), msg->body());
+    rewritten->task = msg->task;
+    rewritten->expiration_ms = msg->expiration_ms;
+    rewritten->delivery_mode = msg->delivery_mode;
+    rewritten->priority = msg->priority;
+    rewritten->has_headers = msg->has_headers;
+    msg = std::move(rewritten);
+  }
+  msg->id = env.next_message_id();
   ExchangePtr x = std::move(pending_.exchange);
   if (tx_mode_) {
     tx_publishes_.push_back(TxPublish{std::move(x), std::move(msg), pending_.mandatory});
@@ -262,8 +259,8 @@ void Channel::finish_publish() {
 
 void Channel::route_and_confirm(const Exchange& x, const MessagePtr& msg, bool mandatory) {
   PublishOutcome out;
-  if (x.name().empty() && std::string_view(msg->routing_key).starts_with(kDirectReplyPrefix)) {
-    if (auto c = host_.env().find_direct_reply(std::string_view(msg->routing_key).substr(kDirectReplyPrefix.size()))) {
+  if (x.name().empty() && msg->routing_key().starts_with(kDirectReplyPrefix)) {
+    if (auto c = host_.env().find_direct_reply(msg->routing_key().substr(kDirectReplyPrefix.size()))) {
       c->sink->deliver(*c, QueueEntry{0, msg});
       out.routed = 1;
     }
@@ -273,9 +270,9 @@ void Channel::route_and_confirm(const Exchange& x, const MessagePtr& msg, bool m
   } else {
     out = host_.vhost().publish(x, msg);
   }
-  SPDLOG_TRACE("conn {} ch {}: publish to '{}' rk '{}' routed {}", host_.connection_id(), id_, msg->exchange, msg->routing_key, out.routed);
+  SPDLOG_TRACE("conn {} ch {}: publish to '{}' rk '{}' routed {}", host_.connection_id(), id_, msg->exchange(), msg->routing_key(), out.routed);
   if (out.routed == 0 && !out.rejected && mandatory) {
-    send(amqp::BasicReturn{312, "NO_ROUTE", msg->exchange, msg->routing_key});
+    send(amqp::BasicReturn{312, "NO_ROUTE", msg->exchange(), msg->routing_key()});
     send_content(*msg);
   }
   if (!confirm_mode_) return;
@@ -321,7 +318,7 @@ void Channel::flush_confirms() {
 }
 
 void Channel::send_content(const Message& msg) {
-  amqp::write_content(host_.out(), id_, msg.properties, msg.body, host_.frame_max());
+  amqp::write_content(host_.out(), id_, msg.properties(), msg.body(), host_.frame_max());
 }
 
 void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
@@ -330,10 +327,10 @@ void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
   // do: a redelivery carries x-delivery-count = earlier deliveries.
   if (q != nullptr && q->args().delivery_limit && e.delivery_count > 1) {
     try {
-      amqp::BasicProperties p = amqp::decode_properties(e.msg->properties);
+      amqp::BasicProperties p = amqp::decode_properties(e.msg->properties());
       if (!p.headers) p.headers.emplace();
       p.headers->set("x-delivery-count", static_cast<std::int64_t>(e.delivery_count - 1));
-      amqp::write_content(host_.out(), id_, amqp::encode_properties(p), e.msg->body, host_.frame_max());
+      amqp::write_content(host_.out(), id_, amqp::encode_properties(p), e.msg->body(), host_.frame_max());
       return;
     } catch (const amqp::DecodeError&) {
       // Unparseable headers: deliver the properties as published.
@@ -431,8 +428,8 @@ bool Channel::can_deliver(const Consumer& c) const {
 void Channel::deliver(Consumer& c, QueueEntry&& e) {
   const std::uint64_t tag = next_tag_++;
   const Message& msg = *e.msg;
-  SPDLOG_TRACE("conn {} ch {}: deliver '{}' tag {} to {}", host_.connection_id(), id_, msg.routing_key, tag, c.tag);
-  send(amqp::BasicDeliver{c.tag, tag, e.redelivered, msg.exchange, msg.routing_key});
+  SPDLOG_TRACE("conn {} ch {}: deliver '{}' tag {} to {}", host_.connection_id(), id_, msg.routing_key(), tag, c.tag);
+  send(amqp::BasicDeliver{c.tag, tag, e.redelivered, msg.exchange(), msg.routing_key()});
   send_delivery_content(c.queue.get(), e);
   if (c.no_ack) {
     if (c.queue) c.queue->discard(e);
@@ -456,7 +453,7 @@ void Channel::on_get(const amqp::BasicGet& m) {
   }
   const std::uint64_t tag = next_tag_++;
   const Message& msg = *e->msg;
-  send(amqp::BasicGetOk{tag, e->redelivered, msg.exchange, msg.routing_key,
+  send(amqp::BasicGetOk{tag, e->redelivered, msg.exchange(), msg.routing_key(),
                         static_cast<std::uint32_t>(q->ready_count())});
   send_delivery_content(q.get(), *e);
   if (m.no_ack) {

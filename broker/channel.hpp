@@ -95,9 +95,8 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
     ExchangePtr exchange;
     std::string routing_key;
     bool mandatory = false;
-    std::uint64_t body_size = 0;
-    std::string properties;
-    std::string body;
+    std::shared_ptr<Message> msg;  // made at the content header; the body frames fill it
+    std::uint64_t body_received = 0;
   };
   struct TxPublish {
     ExchangePtr exchange;

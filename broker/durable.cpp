@@ -74,26 +74,26 @@ std::string binding_key(std::string_view vhost, const Exchange& source, const Bi
 
 std::string encode_message_record(const Message& m, std::int64_t stored_at_ms) {
   std::string out;
-  out.reserve(m.body.size() + m.properties.size() + m.exchange.size() + m.routing_key.size() + 24);
+  out.reserve(m.body_size() + m.properties().size() + m.exchange().size() + m.routing_key().size() + 24);
   amqp::Writer w(out);
-  w.shortstr(m.exchange);
-  w.shortstr(m.routing_key);
-  w.longstr(m.properties);
-  w.longstr(m.body);
+  w.shortstr(m.exchange());
+  w.shortstr(m.routing_key());
+  w.longstr(m.properties());
+  w.longstr(m.body());
   w.u64(static_cast<std::uint64_t>(stored_at_ms));
   return out;
 }
 
 std::shared_ptr<Message> decode_message_record(std::uint64_t id, std::string_view blob) {
   amqp::Reader r(blob);
-  auto m = std::make_shared<Message>();
+  const std::string_view exchange = r.shortstr();
+  const std::string_view routing_key = r.shortstr();
+  const std::string_view properties = r.longstr();
+  const std::string_view body = r.longstr();
+  auto m = Message::create(exchange, routing_key, properties, body);
   m->id = id;
-  m->exchange = r.shortstr();
-  m->routing_key = r.shortstr();
-  m->properties = r.longstr();
-  m->body = r.longstr();
   if (r.remaining() >= 8) m->stored_at_ms = static_cast<std::int64_t>(r.u64());
-  const amqp::PropertiesSummary s = amqp::summarize_properties(m->properties);
+  const amqp::PropertiesSummary s = amqp::summarize_properties(m->properties());
   m->delivery_mode = s.delivery_mode;
   m->priority = s.priority;
   m->has_headers = s.has_headers;

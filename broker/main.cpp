@@ -42,7 +42,9 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat", o.heartbeat, "heartbeat interval offered to clients, seconds")->capture_default_str();
   app.add_option("--frame-max", o.frame_max, "largest frame accepted, bytes")->capture_default_str();
   app.add_option("--channel-max", o.channel_max, "channels per connection")->capture_default_str();
-  app.add_option("--max-message-size", o.max_message_size, "largest message body, bytes")->capture_default_str();
+  app.add_option("--max-message-size", o.max_message_size, "largest message body, bytes (at most 512 MiB, as RabbitMQ)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{512} << 20))
+      ->capture_default_str();
   app.add_option("--queue-memory-messages", o.queue_memory_messages,
                  "ready messages a durable queue keeps in memory (the rest stays on disk)")
       ->capture_default_str()

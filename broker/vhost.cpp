@@ -319,7 +319,7 @@ const amqp::FieldTable* Vhost::HeaderCache::get() {
     decoded = true;
     if (msg.has_headers) {
       try {
-        headers = amqp::decode_properties(msg.properties).headers;
+        headers = amqp::decode_properties(msg.properties()).headers;
       } catch (const amqp::DecodeError&) {
         // Unparseable headers match no headers binding.
       }
@@ -340,7 +340,7 @@ void Vhost::route_from(const Exchange& x, const Message& msg, std::vector<Queue*
     if (std::find(out.begin(), out.end(), q) == out.end()) out.push_back(q);
   };
   if (x.name().empty()) {
-    if (auto it = queues_.find(msg.routing_key); it != queues_.end()) add_queue(it->second.get());
+    if (auto it = queues_.find(msg.routing_key()); it != queues_.end()) add_queue(it->second.get());
     return;
   }
   // Breadth-first over exchange-to-exchange bindings; visited guards against cycles.
@@ -349,7 +349,7 @@ void Vhost::route_from(const Exchange& x, const Message& msg, std::vector<Queue*
   for (std::size_t i = 0; i < visited_scratch_.size(); ++i) {
     const Exchange* cur = visited_scratch_[i];
     route_scratch_.clear();
-    cur->route(msg.routing_key, cur->needs_headers() ? message_headers.get() : nullptr, route_scratch_);
+    cur->route(msg.routing_key(), cur->needs_headers() ? message_headers.get() : nullptr, route_scratch_);
     auto visit = [this](const Exchange* next) {
       if (std::find(visited_scratch_.begin(), visited_scratch_.end(), next) == visited_scratch_.end())
         visited_scratch_.push_back(next);
@@ -426,7 +426,7 @@ void Vhost::dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) {
   const Message& old = *e.msg;
   amqp::BasicProperties props;
   try {
-    props = amqp::decode_properties(old.properties);
+    props = amqp::decode_properties(old.properties());
   } catch (const amqp::DecodeError&) {
     return;
   }
@@ -453,27 +453,25 @@ void Vhost::dead_letter(Queue& q, const QueueEntry& e, DeathReason reason) {
   death.set("reason", std::string(reason_name));
   death.set("queue", q.name());
   death.set("time", amqp::Timestamp{static_cast<std::uint64_t>(env_.now_ms() / 1000)});
-  death.set("exchange", old.exchange);
-  death.set("routing-keys", amqp::FieldArray{amqp::FieldValue(old.routing_key)});
+  death.set("exchange", std::string(old.exchange()));
+  death.set("routing-keys", amqp::FieldArray{amqp::FieldValue(std::string(old.routing_key()))});
   if (props.expiration) {
     death.set("original-expiration", *props.expiration);
     props.expiration.reset();
   }
   deaths.insert(deaths.begin(), amqp::FieldValue(std::move(death)));
   if (!headers.find("x-first-death-exchange")) {
-    headers.set("x-first-death-exchange", old.exchange);
+    headers.set("x-first-death-exchange", std::string(old.exchange()));
     headers.set("x-first-death-queue", q.name());
     headers.set("x-first-death-reason", std::string(reason_name));
   }
   headers.set("x-death", std::move(deaths));
   props.headers = std::move(headers);
 
-  auto msg = std::make_shared<Message>();
+  const std::optional<std::string>& dl_key = q.args().dead_letter_routing_key;
+  auto msg = Message::create(*dlx_name, dl_key ? std::string_view(*dl_key) : old.routing_key(),
+                             amqp::encode_properties(props), old.body());
   msg->id = env_.next_message_id();
-  msg->exchange = *dlx_name;
-  msg->routing_key = q.args().dead_letter_routing_key.value_or(old.routing_key);
-  msg->properties = amqp::encode_properties(props);
-  msg->body = old.body;
   msg->delivery_mode = old.delivery_mode;
   msg->priority = old.priority;
   msg->has_headers = true;

@@ -212,12 +212,12 @@ json queue_json_with(const Vhost& vh, const Queue& q, const Rates* rates, std::i
 
 json message_json(const broker::Message& m, std::size_t max_payload) {
   json j = {{"message_id_internal", m.id},
-            {"exchange", m.exchange},
-            {"routing_key", m.routing_key},
-            {"payload_bytes", m.body.size()},
-            {"properties", properties_json(m.properties)}};
-  const bool truncated = m.body.size() > max_payload;
-  put_payload(j, std::string_view(m.body).substr(0, max_payload), false);
+            {"exchange", m.exchange()},
+            {"routing_key", m.routing_key()},
+            {"payload_bytes", m.body_size()},
+            {"properties", properties_json(m.properties())}};
+  const bool truncated = m.body_size() > max_payload;
+  put_payload(j, m.body().substr(0, max_payload), false);
   j["payload_truncated"] = truncated;
   return j;
 }
@@ -760,14 +760,14 @@ Outcome get_messages(Vhost& vh, broker::VhostEnv& env, const std::string& name, 
   for (std::size_t i = 0; i < taken.size(); ++i) {
     const broker::QueueEntry& e = taken[i];
     const broker::Message& m = *e.msg;
-    json j = {{"payload_bytes", m.body.size()},
+    json j = {{"payload_bytes", m.body_size()},
               {"redelivered", e.redelivered},
-              {"exchange", m.exchange},
-              {"routing_key", m.routing_key},
+              {"exchange", m.exchange()},
+              {"routing_key", m.routing_key()},
               // Messages left after this one, as basic.get-ok's message-count.
               {"message_count", q->ready_count() + (requeue ? taken.size() : 0) - (requeue ? i + 1 : 0)},
-              {"properties", properties_json(m.properties)}};
-    put_payload(j, std::string_view(m.body).substr(0, truncate), encoding == "base64");
+              {"properties", properties_json(m.properties())}};
+    put_payload(j, m.body().substr(0, truncate), encoding == "base64");
     out.push_back(std::move(j));
   }
   // Settle after building the reply: requeue puts entries back in place, marked redelivered.
@@ -834,18 +834,17 @@ Outcome publish_message(Vhost& vh, broker::VhostEnv& env, const std::string& pat
     if (ec != std::errc{} || p != s.data() + s.size() || v < 0) return error_outcome(400, "invalid expiration " + s);
     expiration = v;
   }
-  auto msg = std::make_shared<broker::Message>();
+  const std::string routing_key = body["routing_key"].get<std::string>();
+  if (routing_key.size() > 255) return error_outcome(400, "routing_key is longer than 255 bytes");
+  auto msg = broker::Message::create(x->name(), routing_key, amqp::encode_properties(props),
+                                     payload);
   msg->id = env.next_message_id();
-  msg->exchange = x->name();
-  msg->routing_key = body["routing_key"].get<std::string>();
-  msg->properties = amqp::encode_properties(props);
-  msg->body = std::move(payload);
   msg->delivery_mode = props.delivery_mode.value_or(0);
   msg->priority = props.priority.value_or(0);
   msg->has_headers = props.headers.has_value();
   msg->expiration_ms = expiration;
-  const amqp::PropertiesSummary summary = amqp::summarize_properties(msg->properties);
-  msg->task = env.task_published(msg->exchange, msg->routing_key, summary, msg->body);
+  const amqp::PropertiesSummary summary = amqp::summarize_properties(msg->properties());
+  msg->task = env.task_published(msg->exchange(), msg->routing_key(), summary, msg->body());
   std::int64_t delay = 0;
   if (x->delayed() && props.headers)
     if (const auto* v = props.headers->find("x-delay")) delay = v->as_int().value_or(0);
@@ -881,7 +880,7 @@ Outcome delete_message(Vhost& vh, const std::string& name, const json& body) {
         match = position == pos_it->get<std::size_t>();
       } else {
         try {
-          const amqp::BasicProperties p = amqp::decode_properties(e.msg->properties);
+          const amqp::BasicProperties p = amqp::decode_properties(e.msg->properties());
           match = p.message_id && *p.message_id == id_it->get<std::string>();
         } catch (const std::exception&) {
           // properties the broker cannot decode carry no message id it can match

@@ -97,7 +97,7 @@ struct Fixture {
   // Everything ready in a queue, by basic.get no_ack on a fresh look at the queue.
   Strings drain(std::string_view name) {
     Strings got;
-    while (auto e = q(name)->get(env.now, true)) got.push_back(e->msg->body);
+    while (auto e = q(name)->get(env.now, true)) got.emplace_back(e->msg->body());
     return got;
   }
 };
@@ -659,7 +659,7 @@ TEST_CASE("channel shutdown requeues unacked messages in place, redelivered") {
   std::vector<bool> redelivered;
   Strings got;
   while (auto e = f.q("q")->get(f.env.now, true)) {
-    got.push_back(e->msg->body);
+    got.emplace_back(e->msg->body());
     redelivered.push_back(e->redelivered);
   }
   CHECK(got == Strings{"a", "b", "c", "d"});

@@ -112,11 +112,8 @@ class PagingEnv : public broker::VhostEnv {
     amqp::BasicProperties props;
     props.delivery_mode = persistent ? 2 : 1;
     for (const auto& body : bodies) {
-      auto m = std::make_shared<broker::Message>();
+      auto m = broker::Message::create("", queue, amqp::encode_properties(props), std::string_view(body));
       m->id = next_message_id();
-      m->routing_key = std::string(queue);
-      m->properties = amqp::encode_properties(props);
-      m->body = body;
       m->delivery_mode = *props.delivery_mode;
       vhost->publish(*vhost->find_exchange(""), m);
     }
@@ -126,7 +123,7 @@ class PagingEnv : public broker::VhostEnv {
   Strings drain(const broker::QueuePtr& q, bool ack = true, std::vector<QueueEntry>* kept = nullptr) {
     Strings out;
     while (auto e = q->get(now, false)) {
-      out.push_back(e->msg->body);
+      out.emplace_back(e->msg->body());
       if (ack) {
         q->settle(*e);
       } else if (kept) {
@@ -203,7 +200,7 @@ TEST_CASE("consumers receive a paged backlog in order, refilled as they ack") {
   Strings got;
   while (!sink.delivered.empty()) {
     QueueEntry e = sink.take(0);
-    got.push_back(e.msg->body);
+    got.emplace_back(e.msg->body());
     --c->unacked;
     q->settle(e);
     q->dispatch(env.now);
@@ -221,11 +218,11 @@ TEST_CASE("requeue goes back in place ahead of the paged tail, delivery counts k
   env.turn();
   std::vector<QueueEntry> taken;
   for (int i = 0; i < 6; ++i) taken.push_back(*q->get(env.now, false));  // reads past the first window
-  CHECK(taken.back().msg->body == "m5");
+  CHECK(taken.back().msg->body() == "m5");
   for (auto it = taken.rbegin(); it != taken.rend(); ++it) q->requeue(std::move(*it));
   auto first = q->get(env.now, false);
   REQUIRE(first);
-  CHECK(first->msg->body == "m0");
+  CHECK(first->msg->body() == "m0");
   CHECK(first->redelivered);
   CHECK(first->delivery_count == 2);
   q->settle(*first);
@@ -307,11 +304,8 @@ TEST_CASE("a message routed to two paging queues is stored once") {
   amqp::BasicProperties props;
   props.delivery_mode = 2;
   for (const auto& body : numbered("m", 0, 10)) {
-    auto m = std::make_shared<broker::Message>();
+    auto m = broker::Message::create("amq.fanout", "", amqp::encode_properties(props), std::string_view(body));
     m->id = env.next_message_id();
-    m->exchange = "amq.fanout";
-    m->properties = amqp::encode_properties(props);
-    m->body = body;
     m->delivery_mode = 2;
     env.vhost->publish(*env.vhost->find_exchange("amq.fanout"), m);
   }
@@ -335,7 +329,7 @@ TEST_CASE("restart loads the window only, then reads the rest back in order") {
   env.turn();
   auto first = q->get(env.now, false);  // delivered, never acked
   REQUIRE(first);
-  CHECK(first->msg->body == "m0");
+  CHECK(first->msg->body() == "m0");
   env.turn();
 
   env.open();
@@ -346,7 +340,7 @@ TEST_CASE("restart loads the window only, then reads the rest back in order") {
   CHECK(q->in_memory_count() == kWindow);
   auto again = q->get(env.now, false);
   REQUIRE(again);
-  CHECK(again->msg->body == "m0");
+  CHECK(again->msg->body() == "m0");
   CHECK(again->redelivered);
   CHECK(again->delivery_count == 2);
   q->settle(*again);
@@ -402,12 +396,8 @@ broker::ExchangePtr declare_delayed(PagingEnv& env) {
 broker::MessagePtr delayed_message(PagingEnv& env, std::string body, bool persistent = true) {
   amqp::BasicProperties props;
   props.delivery_mode = persistent ? 2 : 1;
-  auto m = std::make_shared<broker::Message>();
+  auto m = broker::Message::create("dx", "k", amqp::encode_properties(props), std::string_view(body));
   m->id = env.next_message_id();
-  m->exchange = "dx";
-  m->routing_key = "k";
-  m->properties = amqp::encode_properties(props);
-  m->body = std::move(body);
   m->delivery_mode = *props.delivery_mode;
   return m;
 }

@@ -82,7 +82,7 @@ struct Fixture {
   // Everything ready, in delivery order, taken with basic.get no_ack.
   Strings drain(Queue& q) {
     Strings out;
-    while (auto e = q.get(now, true)) out.push_back(e->msg->body);
+    while (auto e = q.get(now, true)) out.emplace_back(e->msg->body());
     return out;
   }
   Strings death_bodies(DeathReason reason) const {
@@ -149,10 +149,10 @@ TEST_CASE("requeue puts a message back at its original position, redelivered") {
   std::vector<QueueEntry> got;
   while (auto e = q->get(f.now, true)) got.push_back(std::move(*e));
   REQUIRE(got.size() == 4);
-  CHECK(got[0].msg->body == "a");
-  CHECK(got[1].msg->body == "b");
-  CHECK(got[2].msg->body == "c");
-  CHECK(got[3].msg->body == "d");
+  CHECK(got[0].msg->body() == "a");
+  CHECK(got[1].msg->body() == "b");
+  CHECK(got[2].msg->body() == "c");
+  CHECK(got[3].msg->body() == "d");
   CHECK(got[0].redelivered);
   CHECK(got[1].redelivered);
   CHECK_FALSE(got[2].redelivered);
@@ -264,7 +264,7 @@ TEST_CASE("per-message TTL: a message expires only when it reaches the head") {
   CHECK(f.hooks.deaths.empty());
   auto head = q->get(f.now, true);
   REQUIRE(head);
-  CHECK(head->msg->body == "lives");
+  CHECK(head->msg->body() == "lives");
   CHECK_FALSE(q->get(f.now, true).has_value());  // now at the head, and expired
   CHECK(f.death_bodies(DeathReason::kExpired) == Strings{"dies"});
 }

@@ -91,7 +91,7 @@ struct Fixture {
     auto qp = vh.find_queue(q);
     REQUIRE(qp);
     while (auto e = qp->get(env.now, true)) {
-      out.push_back(e->msg->body);
+      out.emplace_back(e->msg->body());
       qp->discard(*e);  // as Channel::on_get does for no_ack
     }
     return out;
@@ -112,7 +112,7 @@ void check_error(const std::optional<broker::AmqpError>& err, ReplyCode code) {
 }
 
 const amqp::FieldTable& headers_of(const broker::QueueEntry& e, amqp::BasicProperties& storage) {
-  storage = amqp::decode_properties(e.msg->properties);
+  storage = amqp::decode_properties(e.msg->properties());
   REQUIRE(storage.headers.has_value());
   return *storage.headers;
 }
@@ -580,9 +580,9 @@ TEST_CASE("dead-lettering writes x-death as RabbitMQ does") {
   f.vh.find_queue("work")->reject(std::move(delivered), false);
 
   auto dead = f.get("dlq");
-  CHECK(dead.msg->body == "order-1");
-  CHECK(dead.msg->exchange == "dlx");
-  CHECK(dead.msg->routing_key == "new");
+  CHECK(dead.msg->body() == "order-1");
+  CHECK(dead.msg->exchange() == "dlx");
+  CHECK(dead.msg->routing_key() == "new");
   CHECK_FALSE(dead.msg->expiration_ms.has_value());
   CHECK(dead.msg->delivery_mode == 2);
   amqp::BasicProperties got;
@@ -627,8 +627,8 @@ TEST_CASE("x-death: count grows on repeated deaths in the same queue; newest ent
     CHECK(death_at(h, 0).find("count")->as_int() == 2);
     CHECK(str(death_at(h, 0).find("reason")) == "rejected");
     CHECK(str(h.find("x-first-death-queue")) == "self");
-    CHECK(e.msg->exchange == "");
-    CHECK(e.msg->routing_key == "self");
+    CHECK(e.msg->exchange() == "");
+    CHECK(e.msg->routing_key() == "self");
   }
   SUBCASE("rejected in retry, expired in hold, rejected in retry again") {
     f.publish("", "m", "retry");
@@ -670,7 +670,7 @@ TEST_CASE("dead-lettering on maxlen and on expiry through the vhost") {
   Strings bodies;
   while (auto e = f.vh.find_queue("dlq")->get(f.env.now, true)) {
     amqp::BasicProperties p;
-    bodies.push_back(e->msg->body);
+    bodies.emplace_back(e->msg->body());
     reasons.push_back(str(death_at(headers_of(*e, p), 0).find("reason")));
   }
   CHECK(bodies == Strings{"a", "c"});

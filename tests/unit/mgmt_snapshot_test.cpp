@@ -202,8 +202,8 @@ TEST_CASE("publish_message: routed, unroutable, properties") {
   CHECK(o.body == json{{"routed", true}});
   auto e = f.vh.find_queue("q")->get(f.env.now_ms(), true);
   REQUIRE(e);
-  CHECK(e->msg->body == "hi");
-  CHECK(mgmt::properties_json(e->msg->properties) == json{{"content_type", "text/plain"}, {"headers", {{"h", 1}}}});
+  CHECK(e->msg->body() == "hi");
+  CHECK(mgmt::properties_json(e->msg->properties()) == json{{"content_type", "text/plain"}, {"headers", {{"h", 1}}}});
   req["routing_key"] = "nowhere";
   CHECK(mgmt::publish_message(f.vh, f.env, "amq.default", req).body == json{{"routed", false}});
   CHECK(mgmt::publish_message(f.vh, f.env, "nope", req).status == 404);

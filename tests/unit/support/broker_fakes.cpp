@@ -114,12 +114,8 @@ void publish(broker::Channel& ch, const Publish& p) {
 broker::MessagePtr make_message(std::string body, std::string routing_key, const amqp::BasicProperties& props,
                                 std::string exchange) {
   static std::uint64_t next_id = 0;
-  auto m = std::make_shared<broker::Message>();
+  auto m = broker::Message::create(exchange, routing_key, amqp::encode_properties(props), std::string_view(body));
   m->id = ++next_id;
-  m->exchange = std::move(exchange);
-  m->routing_key = std::move(routing_key);
-  m->properties = amqp::encode_properties(props);
-  m->body = std::move(body);
   m->delivery_mode = props.delivery_mode.value_or(0);
   m->priority = props.priority.value_or(0);
   m->has_headers = props.headers.has_value();
@@ -141,7 +137,7 @@ std::vector<std::string> FakeSink::tags() const {
 
 std::vector<std::string> FakeSink::bodies() const {
   std::vector<std::string> out;
-  for (const auto& d : delivered) out.push_back(d.body());
+  for (const auto& d : delivered) out.emplace_back(d.body());
   return out;
 }
 

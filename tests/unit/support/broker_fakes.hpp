@@ -197,10 +197,10 @@ class RecordingHooks : public broker::QueueHooks {
   std::vector<std::string> removed_bodies;
 
   void dead_letter(broker::Queue&, const broker::QueueEntry& e, broker::DeathReason reason) override {
-    deaths.push_back(Death{e.msg->body, reason});
+    deaths.emplace_back(Death{std::string(e.msg->body()), reason});
   }
   void wake(broker::Queue&) override { ++wakes; }
-  void removed(broker::Queue&, const broker::QueueEntry& e) override { removed_bodies.push_back(e.msg->body); }
+  void removed(broker::Queue&, const broker::QueueEntry& e) override { removed_bodies.emplace_back(e.msg->body()); }
   void enqueued(broker::Queue&, const broker::QueueEntry&) override { ++enqueued_count; }
   void delivered(broker::Queue&, const broker::QueueEntry&) override { ++delivered_count; }
 };
@@ -212,7 +212,7 @@ class FakeSink : public broker::ConsumerSink {
   struct Delivery {
     std::string tag;
     broker::QueueEntry entry;
-    const std::string& body() const { return entry.msg->body; }
+    std::string_view body() const { return entry.msg->body(); }
   };
   std::vector<Delivery> delivered;
   std::set<std::string> blocked;  // consumer tags that cannot take more
