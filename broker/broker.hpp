@@ -90,6 +90,7 @@ class Broker : public VhostEnv {
   std::shared_ptr<Consumer> find_direct_reply(std::string_view key) const override;
   bool task_published(std::string_view exchange, std::string_view routing_key, const amqp::PropertiesSummary& props,
                       std::string_view body) override {
+    if (!tasks_->interested(exchange, props)) return false;
     return tasks_->on_publish(exchange, routing_key, props, body, static_cast<double>(now_ms()) / 1000.0);
   }
   void task_delivered(const Message& msg) override {

@@ -97,6 +97,8 @@ Published event(const std::string& body) {
 
 bool publish(TaskTracker& t, const Published& m, double now, std::string_view exchange = "",
              std::string_view routing_key = "celery") {
+  // As the broker calls it: on_publish only for messages the tracker is interested in.
+  if (!t.interested(exchange, m.summary())) return false;
   return t.on_publish(exchange, routing_key, m.summary(), m.body, now);
 }
 
@@ -110,6 +112,9 @@ TEST_CASE("messages without task headers are not tracked") {
   p.headers = h;
   p.correlation_id = "abc";
   const Published m{mb::amqp::encode_properties(p), "hello"};
+  mb::amqp::BasicProperties reply;
+  reply.correlation_id = "abc";  // a correlation id, but no task is tracked yet
+  CHECK_FALSE(t.interested("", Published{mb::amqp::encode_properties(reply), "hello"}.summary()));
   CHECK_FALSE(publish(t, m, kT0));
   CHECK_FALSE(publish(t, Published{std::string("\0\0", 2), ""}, kT0));  // no properties at all
   CHECK(t.size() == 0);

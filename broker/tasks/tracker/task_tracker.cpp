@@ -364,6 +364,12 @@ TaskTracker::TaskTracker(TrackerOptions options, store::Store* store) : options_
 
 // ---- observation ------------------------------------------------------------
 
+bool TaskTracker::interested(std::string_view exchange, const amqp::PropertiesSummary& props) const {
+  if (!enabled()) return false;
+  return (props.has_headers && props.headers.find(kEncodedTaskKey) != std::string_view::npos) ||
+         exchange == kEventExchange || (!props.correlation_id.empty() && !tasks_.empty());
+}
+
 bool TaskTracker::on_publish(std::string_view exchange, std::string_view routing_key,
                              const amqp::PropertiesSummary& props, std::string_view body, double now) {
   if (!enabled()) return false;

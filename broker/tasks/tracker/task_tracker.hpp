@@ -146,6 +146,9 @@ class TaskTracker {
   // Cheap for other messages: a few comparisons and at most one hash lookup.
   bool on_publish(std::string_view exchange, std::string_view routing_key,
                   const amqp::PropertiesSummary& props, std::string_view body, double now);
+  // False when on_publish would ignore the message: callers skip reading the
+  // clock for it (most messages are not task messages, events or results).
+  bool interested(std::string_view exchange, const amqp::PropertiesSummary& props) const;
   // A task message (on_publish returned true) went to a consumer.
   void on_delivered(std::string_view encoded_properties, double now);
 
