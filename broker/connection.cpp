@@ -72,7 +72,6 @@ Connection::Connection(Broker& broker, Stream stream, std::uint64_t id)
       timer_(broker.io()),
       store_wait_(broker.io()),
       id_(id),
-      rbuf_(kReadBufferInitial),
       channel_max_(broker.options().channel_max),
       frame_max_(broker.options().frame_max) {
   asio::error_code ec;
@@ -85,6 +84,8 @@ Connection::Connection(Broker& broker, Stream stream, std::uint64_t id)
   name_ = ec ? peer_ : peer_ + " -> " + local.address().to_string() + ":" + std::to_string(local.port());
   connected_at_ms_ = broker.now_ms();
   socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  // wait_readable() reads with read_some once the socket is readable: never block there.
+  if (!tls()) socket().non_blocking(true, ec);
 }
 
 Connection::~Connection() = default;
@@ -137,27 +138,68 @@ void Connection::read() {
     });
     return;
   }
-  // The buffer starts small and grows while reads fill it (up to
-  // kReadBufferMax) or when a frame needs more; the unread tail of a partial
-  // frame moves to the front when the room behind it runs out.
+  // The buffer grows while reads fill it (up to kReadBufferMax) or when a
+  // frame needs more; the unread tail of a partial frame moves to the front
+  // when the room behind it runs out.
   if (rstart_ == rend_) {
     rstart_ = rend_ = 0;
+    // Nothing buffered and the socket was drained: a plain connection waits
+    // for bytes without holding a buffer (an idle one costs no read memory).
+    // A busy one, whose last read filled the buffer, reads on at once.
+    if (drained_ && !tls()) {
+      wait_readable();
+      return;
+    }
   } else if (rstart_ > 0 && (rend_ == rbuf_.size() || rbuf_.size() - rstart_ < frame_need_)) {
     std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
     rend_ -= rstart_;
     rstart_ = 0;
   }
+  if (rbuf_.empty()) rbuf_.resize(kReadBufferInitial);
   if (rbuf_.size() - rstart_ < frame_need_) rbuf_.resize(rstart_ + frame_need_);
   if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
   reading_ = true;
   const std::size_t room = rbuf_.size() - rend_;
   auto on_done = [self = shared_from_this(), room](const asio::error_code& ec, std::size_t n) {
+    self->drained_ = n < room;
     if (!ec && n == room && self->rbuf_.size() < kReadBufferMax)
       self->rbuf_.resize(std::min(self->rbuf_.size() * 2, kReadBufferMax));
     self->on_read(ec, n);
   };
   std::visit([&](auto& s) { s.async_read_some(asio::buffer(rbuf_.data() + rend_, room), std::move(on_done)); },
              stream_);
+}
+
+void Connection::wait_readable() {
+  // A buffer of the initial size is cheap to get back; a grown one is kept
+  // for the next burst and released by on_timer() if the connection stays idle.
+  if (rbuf_.size() <= kReadBufferInitial) std::vector<char>().swap(rbuf_);
+  reading_ = waiting_readable_ = true;
+  socket().async_wait(asio::socket_base::wait_read,
+                      [self = shared_from_this()](const asio::error_code& ec) { self->on_readable(ec); });
+}
+
+void Connection::on_readable(const asio::error_code& ec) {
+  waiting_readable_ = false;
+  if (ec) {
+    on_read(ec, 0);
+    return;
+  }
+  if (state_ == State::kClosed) {
+    reading_ = false;
+    return;
+  }
+  if (rbuf_.empty()) rbuf_.resize(kReadBufferInitial);
+  asio::error_code rec;
+  const std::size_t n = socket().read_some(asio::buffer(rbuf_), rec);
+  if (rec == asio::error::would_block || rec == asio::error::try_again) {
+    reading_ = false;  // readable, but the bytes went (or never came): wait again
+    read();
+    return;
+  }
+  drained_ = n < rbuf_.size();
+  if (!rec && !drained_ && rbuf_.size() < kReadBufferMax) rbuf_.resize(std::min(rbuf_.size() * 2, kReadBufferMax));
+  on_read(rec, n);
 }
 
 void Connection::on_read(const asio::error_code& ec, std::size_t n) {
@@ -576,6 +618,12 @@ void Connection::on_write(const asio::error_code& ec) {
   }
   flush();
   if (state_ == State::kClosed) return;
+  // Nothing more to send: small buffers go back to the allocator, so an idle
+  // connection holds none; large ones (a busy consumer's) are kept for reuse.
+  if (!writing_now_) {
+    if (writing_.capacity() <= kWriteBufferKeep) std::string().swap(writing_);
+    if (out_.empty() && out_.capacity() <= kWriteBufferKeep) std::string().swap(out_);
+  }
   if (read_paused_ && can_write()) {
     read_paused_ = false;
     read();
@@ -620,6 +668,9 @@ void Connection::arm_timer() {
 void Connection::on_timer() {
   if (state_ == State::kClosed || state_ == State::kClosing) return;
   const auto now = Clock::now();
+  // A buffer grown by a burst, now idle: no pending operation refers to it.
+  if (waiting_readable_ && !rbuf_.empty() && now - last_read_ > std::chrono::seconds(kReadBufferIdleSeconds))
+    std::vector<char>().swap(rbuf_);
   if (state_ != State::kOpen) {
     if (now - opened_at_ > std::chrono::seconds(kHandshakeTimeoutSeconds)) {
       spdlog::info("connection {} from {}: handshake timeout", id_, peer_);

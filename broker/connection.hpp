@@ -84,6 +84,9 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   using Clock = std::chrono::steady_clock;
 
   void read();
+  // Plain TCP, nothing buffered: waits for readability without a buffer, then reads.
+  void wait_readable();
+  void on_readable(const asio::error_code& ec);
   bool tls() const { return std::holds_alternative<TlsStream>(stream_); }
   asio::ip::tcp::socket& socket() {
     if (auto* t = std::get_if<TlsStream>(&stream_)) return t->next_layer();
@@ -125,10 +128,14 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   bool loopback_ = false;
   State state_ = State::kAwaitingHeader;
 
+  // Read buffer. Empty (no allocation) while a plain connection with nothing
+  // buffered waits for readability: idle connections hold no read memory.
   std::vector<char> rbuf_;
   std::size_t rstart_ = 0, rend_ = 0;
   std::size_t frame_need_ = 0;  // bytes the partial frame at rstart_ needs in all (0: unknown)
   bool reading_ = false;
+  bool waiting_readable_ = false;  // an async_wait is pending: no operation refers to rbuf_
+  bool drained_ = true;            // the last read left the socket empty (fewer bytes than room)
   bool read_paused_ = false;
   bool publisher_ = false;  // has sent basic.publish: paused while the store is behind, blocked by alarms
 

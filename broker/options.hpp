@@ -17,8 +17,10 @@ inline constexpr std::uint16_t kDefaultHeartbeat = 60;        // seconds, as Rab
 inline constexpr std::uint64_t kDefaultMaxMessageSize = 128ull << 20;  // RabbitMQ 3.10's default
 inline constexpr int kHandshakeTimeoutSeconds = 10;           // RabbitMQ's handshake_timeout
 inline constexpr std::size_t kOutboundHighWater = 4u << 20;   // hold deliveries above this many queued bytes
-inline constexpr std::size_t kReadBufferInitial = 4u << 10;   // an idle connection costs little memory
+inline constexpr std::size_t kReadBufferInitial = 4u << 10;   // allocated when bytes arrive; idle plain connections hold none
 inline constexpr std::size_t kReadBufferMax = 256u << 10;      // a busy one grows to this (>= 2 frames)
+inline constexpr int kReadBufferIdleSeconds = 2;  // a grown read buffer unused this long is released
+inline constexpr std::size_t kWriteBufferKeep = 4u << 10;  // an idle connection's write buffers up to this are released
 // Ready messages a durable queue keeps in memory; the rest of a backlog stays on
 // disk. It refills from disk in batches of half of it: large enough that one
 // store read serves many deliveries, small enough that a read is a few ms and

@@ -12,7 +12,7 @@ Concerns:
 - [x] unknown exchange type -> 406 channel close (minibroker decision; 3.10 says 503)
 - [x] mandatory unroutable -> basic.return 312 NO_ROUTE, before the confirm
 - [x] publisher confirms
-- [x] large bodies (1 MB, 300 KB) split across frames
+- [x] large bodies (1 MB, 300 KB) split across frames; reading on after idle buffers are released
 - [x] per-message expiration, x-message-ttl, x-expires
 - [x] x-max-length with drop-head and reject-publish (nack under confirms)
 - [x] dead-lettering with x-death (rejected / expired / maxlen), x-dead-letter-routing-key
@@ -551,6 +551,22 @@ def test_large_body(conn, size):
     ch.basic_consume(q, col, auto_ack=True)
     pump(conn, lambda: col.msgs, timeout=10)
     assert col.bodies == [body]
+
+
+def test_reads_on_after_an_idle_connection_releases_its_buffers(conn):
+    # A 300 KB body grows the connection's read buffer; idle for longer than
+    # kReadBufferIdleSeconds (2 s, checked by the 1 s connection timer) it is
+    # released. The connection must read, and write, as before afterwards.
+    ch = conn.channel()
+    q = qdeclare(ch)
+    body = bytes((i * 13) % 251 for i in range(300 * 1024))
+    ch.basic_publish("", q, body)
+    assert ch.basic_get(q, auto_ack=True)[2] == body
+    time.sleep(3.5)
+    ch.basic_publish("", q, b"small after idle")
+    ch.basic_publish("", q, body)
+    assert ch.basic_get(q, auto_ack=True)[2] == b"small after idle"
+    assert ch.basic_get(q, auto_ack=True)[2] == body
 
 
 def test_per_message_expiration(ch):
