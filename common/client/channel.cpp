@@ -11,7 +11,10 @@
 
 namespace mb::client {
 
+// Synchronous methods (qos, cancel, close...) go out after the acks the
+// caller gave before them, as they would without the gathering.
 void Channel::send_bytes(std::string_view bytes) {
+  conn_.write_gathered_acks();
   conn_.out().append(bytes);
   conn_.flush();
 }

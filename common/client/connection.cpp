@@ -235,11 +235,15 @@ void Connection::flush_acks_of(Channel* ch) {
   flush();
 }
 
+void Connection::write_gathered_acks() {
+  for (Channel* ch : ack_channels_) ch->write_acks();
+  ack_channels_.clear();
+}
+
 // One write at a time; what is queued meanwhile goes out in the next one.
 void Connection::write_out() {
   if (state_ == State::kClosed) return;
-  for (Channel* ch : ack_channels_) ch->write_acks();
-  ack_channels_.clear();
+  write_gathered_acks();
   if (write_in_flight_ || out_.empty()) return;
   writing_.swap(out_);
   out_.clear();

@@ -67,6 +67,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void flush();
   // For Channel: ch->write_acks() runs just before the turn's bytes go out.
   void flush_acks_of(Channel* ch);
+  // For Channel: writes the acks gathered so far now, before a method that
+  // must follow them (basic.cancel, channel.close, connection.close...).
+  void write_gathered_acks();
   void fail(const std::string& reason);
 
  private:
