@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "worker/executor.hpp"
 
@@ -76,14 +77,25 @@ void ThreadPool::run_thread(const std::shared_ptr<Runner>& self) {
       self->state = Runner::kGone;
       return;
     }
+    bool post = false;
     {
       std::lock_guard lock(mu_);
       running_.erase(job.seq);
+      done_.push_back(JobDone{job.seq, std::move(ex.result), ex.retry_countdown});
+      post = !std::exchange(drain_posted_, true);
     }
-    asio::post(io_, [this, done = JobDone{job.seq, std::move(ex.result), ex.retry_countdown}]() mutable {
-      on_result(std::move(done));
-    });
+    if (post) asio::post(io_, [this] { drain_done(); });
   }
+}
+
+void ThreadPool::drain_done() {
+  {
+    std::lock_guard lock(mu_);
+    draining_.swap(done_);
+    drain_posted_ = false;
+  }
+  for (auto& d : draining_) on_result(std::move(d));
+  draining_.clear();
 }
 
 void ThreadPool::on_result(JobDone done) {

@@ -63,6 +63,7 @@ class ThreadPool : public Pool {
   void add_runner();
   void run_thread(const std::shared_ptr<Runner>& self);
   void on_result(JobDone done);
+  void drain_done();
   void on_time_limit(std::uint64_t seq, double limit, const task::TaskMessage& task);
   void maybe_finish_stop();
   void join_all();
@@ -79,6 +80,11 @@ class ThreadPool : public Pool {
   std::deque<Job> queue_;                     // guarded by mu_
   std::map<std::uint64_t, std::shared_ptr<Runner>> running_;  // guarded by mu_: which thread runs which job
   bool quit_ = false;                         // guarded by mu_
+  // Results wait here for the loop thread, which takes them all at once: one
+  // wake-up of the loop for as many results as finished meanwhile.
+  std::vector<JobDone> done_;                 // guarded by mu_
+  bool drain_posted_ = false;                 // guarded by mu_
+  std::vector<JobDone> draining_;             // loop thread: the batch being handled
   std::size_t busy_ = 0;   // loop thread only
   bool stopping_ = false;  // loop thread only
   std::function<void()> stop_done_;

@@ -3,13 +3,18 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "common/client/connection.hpp"
 
 namespace mb::client {
 
+// Synchronous methods (qos, cancel, close...) go out after the acks the
+// caller gave before them, as they would without the gathering.
 void Channel::send_bytes(std::string_view bytes) {
+  conn_.write_gathered_acks();
   conn_.out().append(bytes);
   conn_.flush();
 }
@@ -87,10 +92,10 @@ asio::awaitable<std::string> Channel::consume(std::string_view queue, std::strin
   m.consumer_tag = tag;
   m.no_ack = no_ack;
   // The consumer is registered when consume-ok is read, before any delivery for it.
-  const Extract ex = [this, fn](const amqp::Method& r) -> std::string {
+  const Extract ex = [this, fn, no_ack](const amqp::Method& r) -> std::string {
     auto* ok = std::get_if<amqp::BasicConsumeOk>(&r);
     if (!ok) throw AmqpError(505, "UNEXPECTED_FRAME - expected basic.consume-ok");
-    consumers_[std::string(ok->consumer_tag)] = fn;
+    consumers_[std::string(ok->consumer_tag)] = Consumer{fn, no_ack};
     return std::string(ok->consumer_tag);
   };
   std::string tag_ok = co_await call(m, ex);
@@ -159,13 +164,59 @@ void Channel::on_confirm(std::uint64_t tag, bool multiple, bool ack) {
 }
 
 void Channel::ack(std::uint64_t delivery_tag, bool multiple) {
+  if (!multiple) {
+    if (Unsettled* u = find_unsettled(delivery_tag); u && !u->settled) {
+      u->settled = true;
+      acks_.push_back(delivery_tag);
+      conn_.flush_acks_of(this);
+      return;
+    }
+  } else {
+    write_acks();  // the gathered ones first: they may lie above delivery_tag
+    for (auto& u : unsettled_) {
+      if (u.tag > delivery_tag) break;
+      u.settled = true;
+    }
+  }
   amqp::write_method(conn_.out(), id_, amqp::BasicAck{delivery_tag, multiple});
   conn_.flush();
 }
 
 void Channel::reject(std::uint64_t delivery_tag, bool requeue) {
+  if (Unsettled* u = find_unsettled(delivery_tag)) u->settled = true;
   amqp::write_method(conn_.out(), id_, amqp::BasicReject{delivery_tag, requeue});
   conn_.flush();
+}
+
+// Every tracked delivery below the first unsettled one is settled: acked
+// before, rejected before, or in acks_ now. So one ack multiple=true with the
+// greatest of acks_ below it acks exactly those of acks_ (and nothing the
+// caller still holds); deliveries to no_ack consumers are not unacked at all.
+void Channel::write_acks() {
+  if (acks_.empty()) return;
+  drop_settled();
+  const std::uint64_t first_unsettled =
+      unsettled_.empty() ? std::numeric_limits<std::uint64_t>::max() : unsettled_.front().tag;
+  std::sort(acks_.begin(), acks_.end());
+  auto above = std::lower_bound(acks_.begin(), acks_.end(), first_unsettled);
+  std::string& out = conn_.out();
+  if (above != acks_.begin()) amqp::write_method(out, id_, amqp::BasicAck{*(above - 1), above - acks_.begin() > 1});
+  for (auto it = above; it != acks_.end(); ++it) amqp::write_method(out, id_, amqp::BasicAck{*it, false});
+  acks_.clear();
+  if (unsettled_.size() >= compact_at_) {
+    std::erase_if(unsettled_, [](const Unsettled& u) { return u.settled; });
+    compact_at_ = std::max(kMinCompact, 2 * unsettled_.size());
+  }
+}
+
+Channel::Unsettled* Channel::find_unsettled(std::uint64_t tag) {
+  auto it = std::lower_bound(unsettled_.begin(), unsettled_.end(), tag,
+                             [](const Unsettled& u, std::uint64_t t) { return u.tag < t; });
+  return it != unsettled_.end() && it->tag == tag ? &*it : nullptr;
+}
+
+void Channel::drop_settled() {
+  while (!unsettled_.empty() && unsettled_.front().settled) unsettled_.pop_front();
 }
 
 void Channel::fail(const AmqpError& error) {
@@ -177,6 +228,8 @@ void Channel::fail(const AmqpError& error) {
   confirms_.clear();
   for (auto& [seq, fn] : confirms) fn(std::make_exception_ptr(error));
   consumers_.clear();
+  unsettled_.clear();
+  acks_.clear();
   incoming_.reset();
 }
 
@@ -235,7 +288,7 @@ void Channel::deliver_if_complete() {
   }
   auto it = consumers_.find(d.consumer_tag);
   if (it == consumers_.end()) return;  // cancelled meanwhile: the broker requeues it when we close
-  it->second(std::move(d));
+  it->second.fn(std::move(d));
 }
 
 void Channel::on_method(const amqp::Method& m) {
@@ -248,6 +301,10 @@ void Channel::on_method(const amqp::Method& m) {
     incoming_->routing_key = d->routing_key;
     incoming_header_ = false;
     incoming_is_return_ = false;
+    // Unacked at the broker unless its consumer is no_ack (one cancelled
+    // meanwhile counts as unacked: it is never acked, so never covered).
+    auto c = consumers_.find(d->consumer_tag);
+    if (c == consumers_.end() || !c->second.no_ack) unsettled_.push_back(Unsettled{d->delivery_tag, false});
     incoming_size_ = 0;
     return;
   }

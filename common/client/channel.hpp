@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/amqp/field_table.hpp"
 #include "common/amqp/frame.hpp"
@@ -54,6 +55,10 @@ struct QueueOptions {
   amqp::FieldTable arguments;
 };
 
+// unsettled_ is compacted (settled entries behind a long-unsettled one
+// dropped) when it grows past this many entries, at least.
+inline constexpr std::size_t kMinCompact = 1024;
+
 class Channel {
  public:
   using DeliveryFn = std::function<void(Delivery&&)>;
@@ -84,6 +89,8 @@ class Channel {
   // The arguments are used before the first suspension only.
   asio::awaitable<void> publish_confirmed(std::string_view exchange, std::string_view routing_key,
                                           const amqp::BasicProperties& properties, std::string_view body);
+  // A single ack is gathered with the others of the same loop turn and written
+  // at its end (see write_acks): nothing else changes for the caller.
   void ack(std::uint64_t delivery_tag, bool multiple = false);
   void reject(std::uint64_t delivery_tag, bool requeue);
 
@@ -103,6 +110,10 @@ class Channel {
   void fail(const AmqpError& error);
   void mark_open() { open_ = true; }
   void send_bytes(std::string_view bytes);
+  // Writes the acks gathered this turn: one basic.ack multiple=true for those
+  // below the oldest delivery still unsettled (RabbitMQ's batching), single
+  // acks for the others. Called by the Connection just before it writes.
+  void write_acks();
 
  private:
   struct Pending {
@@ -113,12 +124,26 @@ class Channel {
   void on_method(const amqp::Method& m);
   void deliver_if_complete();
   void on_confirm(std::uint64_t tag, bool multiple, bool ack);
+  struct Consumer {
+    DeliveryFn fn;
+    bool no_ack = false;
+  };
+  // A delivery the broker holds unacked, by tag; settled once acked or rejected.
+  struct Unsettled {
+    std::uint64_t tag;
+    bool settled;
+  };
+  Unsettled* find_unsettled(std::uint64_t tag);
+  void drop_settled();
 
   Connection& conn_;
   std::uint16_t id_;
   bool open_ = false;
   std::deque<Pending> pending_;
-  std::map<std::string, DeliveryFn, std::less<>> consumers_;
+  std::map<std::string, Consumer, std::less<>> consumers_;
+  std::deque<Unsettled> unsettled_;  // deliveries not yet acked or rejected, in tag order
+  std::size_t compact_at_ = kMinCompact;  // unsettled_ size at which settled entries are dropped
+  std::vector<std::uint64_t> acks_;  // single acks gathered this turn, not yet written
   std::optional<Delivery> incoming_;  // delivery being assembled
   std::uint64_t incoming_size_ = 0;
   bool incoming_header_ = false;

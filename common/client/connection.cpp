@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "common/amqp/frame.hpp"
 
 namespace mb::client {
@@ -168,33 +170,44 @@ asio::awaitable<void> Connection::close() {
 
 void Connection::abort(const std::string& reason) { fail(reason); }
 
+// Reads into one buffer that is never zero-filled or shrunk: decoded frames
+// are views into it, and an incomplete tail is moved to the front only when
+// the free space runs short.
 asio::awaitable<void> Connection::read_loop() {
   auto self = shared_from_this();
+  in_.resize(2 * kReadChunk);
   for (;;) {
-    std::size_t old = in_.size();
-    in_.resize(old + kReadChunk);
+    if (in_.size() - in_end_ < kReadChunk) {
+      if (in_begin_ > 0) {
+        std::copy(in_.begin() + static_cast<std::ptrdiff_t>(in_begin_),
+                  in_.begin() + static_cast<std::ptrdiff_t>(in_end_), in_.begin());
+        in_end_ -= in_begin_;
+        in_begin_ = 0;
+      }
+      if (in_.size() - in_end_ < kReadChunk) in_.resize(in_end_ + 2 * kReadChunk);
+    }
     std::error_code ec;
-    std::size_t n = co_await socket_.async_read_some(asio::buffer(in_.data() + old, kReadChunk),
+    std::size_t n = co_await socket_.async_read_some(asio::buffer(in_.data() + in_end_, in_.size() - in_end_),
                                                      asio::redirect_error(asio::use_awaitable, ec));
-    in_.resize(old + n);
     if (ec) {
       fail(ec == asio::error::eof ? "connection closed by the broker" : "read failed: " + ec.message());
       co_return;
     }
+    in_end_ += n;
     last_read_ = std::chrono::steady_clock::now();
-    std::size_t off = 0;
     for (;;) {
-      auto r = amqp::decode_frame(std::string_view(in_).substr(off), state_ == State::kOpening ? 0 : frame_max_);
+      auto r = amqp::decode_frame(std::string_view(in_).substr(in_begin_, in_end_ - in_begin_),
+                                  state_ == State::kOpening ? 0 : frame_max_);
       if (r.status == amqp::DecodeStatus::kNeedMore) break;
       if (r.status == amqp::DecodeStatus::kError) {
         fail(std::string("frame error from broker: ") + r.error);
         co_return;
       }
-      off += r.consumed;
+      in_begin_ += r.consumed;
       on_frame(r.frame);
       if (state_ == State::kClosed) co_return;
     }
-    in_.erase(0, off);
+    if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
   }
 }
 
@@ -209,7 +222,29 @@ void Connection::on_frame(const amqp::Frame& f) {
 }
 
 void Connection::flush() {
-  if (write_in_flight_ || out_.empty() || state_ == State::kClosed) return;
+  if (flush_posted_ || state_ == State::kClosed) return;
+  flush_posted_ = true;
+  asio::post(io_, [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    self->write_out();
+  });
+}
+
+void Connection::flush_acks_of(Channel* ch) {
+  if (std::find(ack_channels_.begin(), ack_channels_.end(), ch) == ack_channels_.end()) ack_channels_.push_back(ch);
+  flush();
+}
+
+void Connection::write_gathered_acks() {
+  for (Channel* ch : ack_channels_) ch->write_acks();
+  ack_channels_.clear();
+}
+
+// One write at a time; what is queued meanwhile goes out in the next one.
+void Connection::write_out() {
+  if (state_ == State::kClosed) return;
+  write_gathered_acks();
+  if (write_in_flight_ || out_.empty()) return;
   writing_.swap(out_);
   out_.clear();
   write_in_flight_ = true;
@@ -221,7 +256,7 @@ void Connection::flush() {
       self->fail("write failed: " + ec.message());
       return;
     }
-    self->flush();
+    self->write_out();
   });
 }
 

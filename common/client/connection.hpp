@@ -19,6 +19,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/amqp/field_table.hpp"
 #include "common/client/channel.hpp"
@@ -59,9 +60,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint16_t heartbeat() const { return heartbeat_; }
   asio::io_context& io() { return io_; }
 
-  // For Channel: append bytes to the outgoing buffer and make sure they go out.
+  // For Channel: append bytes to the outgoing buffer; flush() sends them at
+  // the end of the current loop turn, in one write with whatever else the
+  // turn queued (a worker's results and acks, a producer's publishes).
   std::string& out() { return out_; }
   void flush();
+  // For Channel: ch->write_acks() runs just before the turn's bytes go out.
+  void flush_acks_of(Channel* ch);
+  // For Channel: writes the acks gathered so far now, before a method that
+  // must follow them (basic.cancel, channel.close, connection.close...).
+  void write_gathered_acks();
   void fail(const std::string& reason);
 
  private:
@@ -70,6 +78,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(asio::io_context& io, ConnectionOptions options);
   asio::awaitable<void> read_loop();
   void on_frame(const amqp::Frame& f);
+  void write_out();
   void start_heartbeats();
   void heartbeat_tick();
 
@@ -78,10 +87,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::ip::tcp::socket socket_;
   asio::steady_timer heartbeat_timer_;
   State state_ = State::kNew;
-  std::string in_;
+  std::string in_;         // read buffer; bytes [in_begin_, in_end_) not yet decoded
+  std::size_t in_begin_ = 0;
+  std::size_t in_end_ = 0;
   std::string out_;
   std::string writing_;
   bool write_in_flight_ = false;
+  bool flush_posted_ = false;
+  std::vector<Channel*> ack_channels_;  // channels with acks gathered this turn (HELD NOT OWNED: in channels_)
   std::chrono::steady_clock::time_point last_read_{};
   std::chrono::steady_clock::time_point last_write_{};
   amqp::FieldTable server_properties_;
