@@ -86,12 +86,15 @@ struct TrailingBytesAllocator {
   template <typename U>
   TrailingBytesAllocator(const TrailingBytesAllocator<U>& o) : extra(o.extra), trailing(o.trailing) {}
 
+  // Through std::allocator<char>, which uses sized delete where the compiler has it.
   T* allocate(std::size_t n) {
-    char* p = static_cast<char*>(::operator new(n * sizeof(T) + extra));
+    char* p = std::allocator<char>().allocate(n * sizeof(T) + extra);
     *trailing = p + n * sizeof(T);
     return reinterpret_cast<T*>(p);
   }
-  void deallocate(T* p, std::size_t n) { ::operator delete(p, n * sizeof(T) + extra); }
+  void deallocate(T* p, std::size_t n) {
+    std::allocator<char>().deallocate(reinterpret_cast<char*>(p), n * sizeof(T) + extra);
+  }
 
   template <typename U>
   bool operator==(const TrailingBytesAllocator<U>& o) const {
