@@ -230,24 +230,21 @@ void Channel::finish_publish() {
     channel_error(ReplyCode::kPreconditionFailed, "user_id property set to '{}' but authenticated user was '{}'",
                   s.user_id, host_.user());
   // Before the direct reply-to rewrite below, which invalidates the views in s.
-  msg->task = env.task_published(msg->exchange(), msg->routing_key(), s, msg->body());
-  msg->expiration_ms = s.has_expiration ? std::optional(parse_expiration(s.expiration)) : std::nullopt;
-  msg->delivery_mode = s.delivery_mode;
-  msg->priority = s.priority;
-  msg->has_headers = s.has_headers;
+  const bool task = env.task_published(msg->exchange(), msg->routing_key(), s, msg->body());
+  const std::optional<std::int64_t> expiration_ms =
+      s.has_expiration ? std::optional(parse_expiration(s.expiration)) : std::nullopt;
   if (s.reply_to == kDirectReplyQueue) {
     if (reply_key_.empty())
       channel_error(ReplyCode::kPreconditionFailed, "fast reply consumer does not exist");
     amqp::BasicProperties props = amqp::decode_properties(msg->properties());
     props.reply_to = std::string(kDirectReplyPrefix) + reply_key_;
-    auto rewritten = Message::create(msg->exchange(), msg->routing_key(), amqp::encode_properties(props), msg->body());
-    rewritten->task = msg->task;
-    rewritten->expiration_ms = msg->expiration_ms;
-    rewritten->delivery_mode = msg->delivery_mode;
-    rewritten->priority = msg->priority;
-    rewritten->has_headers = msg->has_headers;
-    msg = std::move(rewritten);
+    msg = Message::create(msg->exchange(), msg->routing_key(), amqp::encode_properties(props), msg->body());
   }
+  msg->task = task;
+  msg->expiration_ms = expiration_ms;
+  msg->delivery_mode = s.delivery_mode;
+  msg->priority = s.priority;
+  msg->has_headers = s.has_headers;
   msg->id = env.next_message_id();
   ExchangePtr x = std::move(pending_.exchange);
   if (tx_mode_) {
