@@ -38,11 +38,27 @@ std::size_t ThreadPool::abandoned() {
 
 void ThreadPool::submit(Job job) {
   ++busy_;
+  submitted_.push_back(std::move(job));
+  if (!std::exchange(flush_posted_, true)) asio::post(io_, [this] { flush_submitted(); });
+}
+
+// The tasks submitted during one turn of the loop (the deliveries of one
+// read, say) go to the queue under one lock, and wake at most as many
+// threads as there are tasks: the threads do not fight the loop for the lock
+// task by task.
+void ThreadPool::flush_submitted() {
+  flush_posted_ = false;
+  if (submitted_.empty()) return;
+  const std::size_t n = submitted_.size();
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(std::move(job));
+    for (auto& j : submitted_) queue_.push_back(std::move(j));
   }
-  cv_.notify_one();  // no system call when no thread waits
+  submitted_.clear();
+  if (n >= runners_.size())
+    cv_.notify_all();
+  else
+    for (std::size_t i = 0; i < n; ++i) cv_.notify_one();  // no system call when no thread waits
 }
 
 std::size_t ThreadPool::active() const {
@@ -65,9 +81,11 @@ std::vector<std::uint64_t> ThreadPool::recall() {
     taken.swap(queue_);
   }
   std::vector<std::uint64_t> seqs;
-  seqs.reserve(taken.size());
+  seqs.reserve(taken.size() + submitted_.size());
   for (const auto& j : taken) seqs.push_back(j.seq);
-  busy_ -= taken.size();
+  for (const auto& j : submitted_) seqs.push_back(j.seq);
+  busy_ -= seqs.size();
+  submitted_.clear();
   return seqs;
 }
 
@@ -215,6 +233,7 @@ void ThreadPool::terminate() {
     quit_ = true;
     queue_.clear();
   }
+  submitted_.clear();
   cv_.notify_all();
   for (auto& r : runners_)
     if (r->thread.joinable()) r->thread.detach();

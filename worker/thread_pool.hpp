@@ -90,6 +90,7 @@ class ThreadPool : public Pool {
 
   void add_runner();
   void run_thread(const std::shared_ptr<Runner>& self);
+  void flush_submitted();
   void on_result(JobDone done);
   void drain_done();
   void arm_time_limit(StartNotice& s);
@@ -104,6 +105,8 @@ class ThreadPool : public Pool {
   std::vector<std::shared_ptr<Runner>> runners_;    // loop thread
   std::vector<std::shared_ptr<Runner>> abandoned_;  // loop thread: detached, stuck in a task (or gone since)
   std::map<std::uint64_t, std::unique_ptr<asio::steady_timer>> limits_;  // loop thread: hard limits by seq
+  std::vector<Job> submitted_;  // loop thread: submitted this turn, queued by flush_submitted()
+  bool flush_posted_ = false;   // loop thread
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;                     // guarded by mu_
