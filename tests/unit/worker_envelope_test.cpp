@@ -10,6 +10,7 @@
 // [x] ISO-8601 times with offsets
 // [x] broker URLs as Celery writes them
 // [x] malformed bodies throw, not crash
+// [x] the simple JSON parser gives what nlohmann gives, or gives up (and decode_celery_task falls back)
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -162,6 +163,32 @@ TEST_CASE("celery protocol v2 as captured") {
   CHECK(back.time_limit == 3);
   CHECK_THROWS(task::decode_celery_task(h, "{}"));
   CHECK_THROWS(task::decode_celery_task(Map{}, body));
+}
+
+TEST_CASE("simple JSON parser: as nlohmann, or gives up") {
+  const std::vector<std::string> same = {
+      R"([[5, 5], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}])",
+      R"( [ [1, -2, 0, -0, 3.5, -1e3, 2E-2, 1.0, true, false, null, "x", ""], {"a": [], "b": {}, "a": 7} ] )",
+      R"([[9223372036854775807, -9223372036854775808], {"k": {"n": [[["deep"]]]}}])",
+      "\t[\n[],\r{}]\n"};
+  for (const auto& text : same) {
+    CAPTURE(text);
+    auto fast = task::parse_simple_json(text);
+    REQUIRE(fast);
+    CHECK(*fast == task::value_from_json(nlohmann::json::parse(text)));
+  }
+  const std::vector<std::string> gives_up = {
+      R"(["esc\"aped"])", "[\"caf\xc3\xa9\"]", "[18446744073709551615]", "[1e400]",  // valid, left to nlohmann
+      "[01]", "[1.]", "[.5]", "[-]", "[1,]", "{\"a\" 1}", "[nul]", "[[]] x", "[\"\x01\"]", "", "[", std::string(70, '[') + std::string(70, ']')};
+  for (const auto& text : gives_up) {
+    CAPTURE(text);
+    CHECK_FALSE(task::parse_simple_json(text));
+  }
+  // decode_celery_task takes nlohmann's way then, with the same result
+  Map h{{"task", "t"}, {"id", "i"}};
+  auto t = task::decode_celery_task(h, R"([["caf\u00e9", 18446744073709551615], {}, {}])");
+  CHECK(Value(t.args) == Value(List{"caf\xc3\xa9", 18446744073709551615.0}));
+  CHECK_THROWS(task::decode_celery_task(h, "[[01], {}]"));
 }
 
 TEST_CASE("rpc:// results as Celery writes them") {
