@@ -362,18 +362,34 @@ CeleryTaskMessage encode_celery_task(const TaskMessage& t) {
   return m;
 }
 
+// The object nlohmann would write for {task_id, status, result, traceback,
+// children} (keys sorted, no spaces), written straight: only the values go
+// through nlohmann, and integer, null and boolean results not even that.
 std::string encode_celery_result(const TaskResult& r) {
-  json j;
-  j["task_id"] = r.task_id;
-  j["status"] = std::string(state_name(r.state));
-  if (r.state == State::kSuccess) {
-    j["result"] = value_to_json(r.value);
+  std::string out;
+  out.reserve(160 + r.traceback.size());
+  out += R"({"children":[],"result":)";
+  if (r.state != State::kSuccess) {
+    out += error_json(r).dump();
+  } else if (r.value.is_int()) {
+    char buf[24];
+    auto res = std::to_chars(buf, buf + sizeof buf, r.value.as_int());
+    out.append(buf, res.ptr);
+  } else if (r.value.is_null()) {
+    out += "null";
+  } else if (r.value.is_bool()) {
+    out += r.value.as_bool() ? "true" : "false";
   } else {
-    j["result"] = error_json(r);
+    out += value_to_json(r.value).dump();
   }
-  j["traceback"] = r.traceback.empty() ? json(nullptr) : json(r.traceback);
-  j["children"] = json::array();
-  return j.dump();
+  out += R"(,"status":)";
+  out += json(std::string(state_name(r.state))).dump();
+  out += R"(,"task_id":)";
+  out += json(r.task_id).dump();
+  out += R"(,"traceback":)";
+  out += r.traceback.empty() ? std::string("null") : json(r.traceback).dump();
+  out += '}';
+  return out;
 }
 
 TaskResult decode_celery_result(std::string_view body) {

@@ -10,6 +10,7 @@
 // [x] ISO-8601 times with offsets
 // [x] broker URLs as Celery writes them
 // [x] malformed bodies throw, not crash
+// [x] result bodies are byte for byte what nlohmann writes for the same object
 // [x] the simple JSON parser gives what nlohmann gives, or gives up (and decode_celery_task falls back)
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
@@ -189,6 +190,39 @@ TEST_CASE("simple JSON parser: as nlohmann, or gives up") {
   auto t = task::decode_celery_task(h, R"([["caf\u00e9", 18446744073709551615], {}, {}])");
   CHECK(Value(t.args) == Value(List{"caf\xc3\xa9", 18446744073709551615.0}));
   CHECK_THROWS(task::decode_celery_task(h, "[[01], {}]"));
+}
+
+TEST_CASE("result bodies as nlohmann writes them") {
+  auto reference = [](const task::TaskResult& r) {  // how encode_celery_result used to build it
+    nlohmann::json j;
+    j["task_id"] = r.task_id;
+    j["status"] = std::string(task::state_name(r.state));
+    j["result"] = r.state == task::State::kSuccess ? task::value_to_json(r.value)
+                                                  : nlohmann::json::parse(task::encode_celery_result(r))["result"];
+    j["traceback"] = r.traceback.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.traceback);
+    j["children"] = nlohmann::json::array();
+    return j.dump();
+  };
+  std::vector<Value> values = {Value(10), Value(-9223372036854775807LL - 1), Value(), Value(true), Value(false),
+                               Value(1.5), Value(1e300), Value("t\"x\\\n\x01 caf\xc3\xa9"),
+                               Value(List{1, "a", Map{{"k", 2.0}}}), Value(Bytes("b"))};
+  for (const auto& v : values) {
+    task::TaskResult r;
+    r.task_id = "id-\"1";
+    r.state = task::State::kSuccess;
+    r.value = v;
+    CAPTURE(reference(r));
+    CHECK(task::encode_celery_result(r) == reference(r));
+  }
+  task::TaskResult f;
+  f.task_id = "f";
+  f.state = task::State::kFailure;
+  f.error_type = "ValueError";
+  f.error_message = "boom \"x\"";
+  f.traceback = "ValueError: boom\n";
+  CHECK(task::encode_celery_result(f) ==
+        R"({"children":[],"result":{"exc_message":["boom \"x\""],"exc_module":"builtins","exc_type":"ValueError"},)"
+        R"("status":"FAILURE","task_id":"f","traceback":"ValueError: boom\n"})");
 }
 
 TEST_CASE("rpc:// results as Celery writes them") {
