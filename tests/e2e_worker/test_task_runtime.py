@@ -218,6 +218,9 @@ def test_threads_pool_queued_tasks_start_when_a_thread_takes_them(broker, start_
     out, err = slow.communicate(timeout=30)
     assert slow.returncode == 0 and out.strip() == "1.5", err  # the running task finished
     assert w.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10  # RabbitMQ requeues a closed channel's unacked messages shortly after
+    while queue_ready(broker, queue_name) != 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert queue_ready(broker, queue_name) == 3  # the queued ones went back to the queue
     assert "stopped after 2 task(s)" in w.log()
 
