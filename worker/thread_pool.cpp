@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/task/message.hpp"
 #include "worker/executor.hpp"
 
 namespace mb::worker {
@@ -37,38 +38,99 @@ std::size_t ThreadPool::abandoned() {
 
 void ThreadPool::submit(Job job) {
   ++busy_;
-  if (job.time_limit > 0) {
-    auto timer = std::make_unique<asio::steady_timer>(io_);
-    timer->expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(
-        std::chrono::duration<double>(job.time_limit)));
-    task::TaskMessage brief;  // what its failure result needs, not the arguments
-    brief.id = job.task.id;
-    brief.name = job.task.name;
-    brief.retries = job.task.retries;
-    timer->async_wait([this, seq = job.seq, limit = job.time_limit, brief = std::move(brief)](std::error_code ec) {
-      if (!ec) on_time_limit(seq, limit, brief);
-    });
-    limits_[job.seq] = std::move(timer);
-  }
+  submitted_.push_back(std::move(job));
+  if (!std::exchange(flush_posted_, true)) asio::post(io_, [this] { flush_submitted(); });
+}
+
+// The tasks submitted during one turn of the loop (the deliveries of one
+// read, say) go to the queue under one lock, and wake at most as many
+// threads as there are tasks: the threads do not fight the loop for the lock
+// task by task.
+void ThreadPool::flush_submitted() {
+  flush_posted_ = false;
+  if (submitted_.empty()) return;
+  const std::size_t n = submitted_.size();
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(std::move(job));
+    for (auto& j : submitted_) queue_.push_back(std::move(j));
   }
-  cv_.notify_one();
+  submitted_.clear();
+  if (n >= runners_.size())
+    cv_.notify_all();
+  else
+    for (std::size_t i = 0; i < n; ++i) cv_.notify_one();  // no system call when no thread waits
+}
+
+std::size_t ThreadPool::active() const {
+  std::lock_guard lock(mu_);
+  return running_.size();
+}
+
+std::vector<std::pair<std::uint64_t, double>> ThreadPool::started() const {
+  std::vector<std::pair<std::uint64_t, double>> out;
+  std::lock_guard lock(mu_);
+  out.reserve(running_.size());
+  for (const auto& [seq, r] : running_) out.emplace_back(seq, r.time_start);
+  return out;
+}
+
+std::vector<std::uint64_t> ThreadPool::recall() {
+  std::deque<Job> taken;
+  {
+    std::lock_guard lock(mu_);
+    taken.swap(queue_);
+  }
+  std::vector<std::uint64_t> seqs;
+  seqs.reserve(taken.size() + submitted_.size());
+  for (const auto& j : taken) seqs.push_back(j.seq);
+  for (const auto& j : submitted_) seqs.push_back(j.seq);
+  busy_ -= seqs.size();
+  submitted_.clear();
+  return seqs;
 }
 
 void ThreadPool::run_thread(const std::shared_ptr<Runner>& self) {
   for (;;) {
     Job job;
+    bool post = false;
+    bool expired = false;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return quit_ || !queue_.empty(); });
       if (queue_.empty()) return;
       job = std::move(queue_.front());
       queue_.pop_front();
-      self->state = Runner::kRunning;
-      running_[job.seq] = self;
+      // The task starts now: expiry is checked, and the start reported, at
+      // this moment rather than when it was queued.
+      const double now = task::unix_now();
+      expired = job.task.expires > 0 && now >= job.task.expires;
+      if (expired) {
+        JobDone d;
+        d.seq = job.seq;
+        d.expired = true;
+        done_.push_back(std::move(d));
+        post = !std::exchange(drain_posted_, true);
+      } else {
+        self->state = Runner::kRunning;
+        running_[job.seq] = RunningJob{self, now};
+        if (job.report_start || job.time_limit > 0) {
+          StartNotice n;
+          n.seq = job.seq;
+          n.time_start = now;
+          n.mono = std::chrono::steady_clock::now();
+          n.time_limit = job.time_limit;
+          if (job.time_limit > 0) {
+            n.brief.id = job.task.id;
+            n.brief.name = job.task.name;
+            n.brief.retries = job.task.retries;
+          }
+          starts_.push_back(std::move(n));
+          post = !std::exchange(drain_posted_, true);
+        }
+      }
     }
+    if (post) asio::post(io_, [this] { drain_done(); });
+    if (expired) continue;
     Execution ex = execute_task(registry_, job.task, job.soft_time_limit, options_.hostname);
     auto running = Runner::kRunning;
     if (!self->state.compare_exchange_strong(running, Runner::kDone)) {
@@ -77,7 +139,7 @@ void ThreadPool::run_thread(const std::shared_ptr<Runner>& self) {
       self->state = Runner::kGone;
       return;
     }
-    bool post = false;
+    post = false;
     {
       std::lock_guard lock(mu_);
       running_.erase(job.seq);
@@ -91,11 +153,27 @@ void ThreadPool::run_thread(const std::shared_ptr<Runner>& self) {
 void ThreadPool::drain_done() {
   {
     std::lock_guard lock(mu_);
+    starting_.swap(starts_);
     draining_.swap(done_);
     drain_posted_ = false;
   }
+  for (auto& s : starting_) {
+    if (s.time_limit > 0) arm_time_limit(s);
+    if (on_started_) on_started_(s.seq, s.time_start);
+  }
+  starting_.clear();
   for (auto& d : draining_) on_result(std::move(d));
   draining_.clear();
+}
+
+void ThreadPool::arm_time_limit(StartNotice& s) {
+  auto timer = std::make_unique<asio::steady_timer>(io_);
+  timer->expires_at(s.mono + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                 std::chrono::duration<double>(s.time_limit)));
+  timer->async_wait([this, seq = s.seq, limit = s.time_limit, brief = std::move(s.brief)](std::error_code ec) {
+    if (!ec) on_time_limit(seq, limit, brief);
+  });
+  limits_[s.seq] = std::move(timer);
 }
 
 void ThreadPool::on_result(JobDone done) {
@@ -111,10 +189,10 @@ void ThreadPool::on_time_limit(std::uint64_t seq, double limit, const task::Task
   {
     std::lock_guard lock(mu_);
     auto it = running_.find(seq);
-    if (it == running_.end()) return;  // not started, or its result is on its way
+    if (it == running_.end()) return;  // its result is on its way
     auto running = Runner::kRunning;
-    if (!it->second->state.compare_exchange_strong(running, Runner::kAbandoned)) return;  // just finished
-    stuck = std::move(it->second);
+    if (!it->second.runner->state.compare_exchange_strong(running, Runner::kAbandoned)) return;  // just finished
+    stuck = std::move(it->second.runner);
     running_.erase(it);
   }
   stuck->thread.detach();
@@ -135,6 +213,7 @@ void ThreadPool::on_time_limit(std::uint64_t seq, double limit, const task::Task
 void ThreadPool::stop(std::function<void()> done) {
   stopping_ = true;
   stop_done_ = std::move(done);
+  recall();  // not started: the worker leaves them unacked (or took them back first)
   maybe_finish_stop();
 }
 
@@ -154,6 +233,7 @@ void ThreadPool::terminate() {
     quit_ = true;
     queue_.clear();
   }
+  submitted_.clear();
   cv_.notify_all();
   for (auto& r : runners_)
     if (r->thread.joinable()) r->thread.detach();

@@ -3,6 +3,14 @@
 // io_context. No crash isolation: a task that crashes takes the worker with
 // it (the broker then redelivers its unacked tasks).
 //
+// The worker hands it every task ready to run (the prefetched ones), as
+// Celery's pools do, not one per free thread: the threads take them from one
+// queue and sleep only when it is empty, so a busy pool costs no wake-up per
+// task. A task starts when a thread takes it: only then is its expiry
+// checked, its start reported (on_started, with the hard time limit armed
+// from that moment) and its soft deadline set. Queued tasks can be taken
+// back (recall) and are dropped by stop().
+//
 // Hard time limit: a thread cannot be killed, so at the limit the task gets
 // its FAILURE TimeLimitExceeded at once, its thread is abandoned (it exits
 // when the task returns, its result dropped) and a new thread takes its
@@ -13,6 +21,7 @@
 
 #include <asio.hpp>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -21,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "worker/pool.hpp"
@@ -41,9 +51,13 @@ class ThreadPool : public Pool {
   ~ThreadPool() override;
 
   void start(DoneFn on_done) override;
-  bool has_free_slot() const override { return !stopping_ && busy_ < runners_.size(); }
+  bool queues_jobs() const override { return true; }
+  bool has_free_slot() const override { return !stopping_; }
   void submit(Job job) override;
   std::size_t running() const override { return busy_; }
+  std::size_t active() const override;
+  std::vector<std::pair<std::uint64_t, double>> started() const override;
+  std::vector<std::uint64_t> recall() override;
   void stop(std::function<void()> done) override;
   void terminate() override;
   // Threads still stuck in a task past its hard time limit.
@@ -60,10 +74,26 @@ class ThreadPool : public Pool {
     std::atomic<State> state{kDone};
   };
 
+  // A start the loop thread must hear of: the job asked (task events) or has
+  // a hard time limit, armed from `mono`.
+  struct StartNotice {
+    std::uint64_t seq = 0;
+    double time_start = 0;  // unix seconds
+    std::chrono::steady_clock::time_point mono;
+    double time_limit = 0;
+    task::TaskMessage brief;  // id, name, retries: what a TimeLimitExceeded result needs
+  };
+  struct RunningJob {
+    std::shared_ptr<Runner> runner;
+    double time_start = 0;  // unix seconds
+  };
+
   void add_runner();
   void run_thread(const std::shared_ptr<Runner>& self);
+  void flush_submitted();
   void on_result(JobDone done);
   void drain_done();
+  void arm_time_limit(StartNotice& s);
   void on_time_limit(std::uint64_t seq, double limit, const task::TaskMessage& task);
   void maybe_finish_stop();
   void join_all();
@@ -75,15 +105,20 @@ class ThreadPool : public Pool {
   std::vector<std::shared_ptr<Runner>> runners_;    // loop thread
   std::vector<std::shared_ptr<Runner>> abandoned_;  // loop thread: detached, stuck in a task (or gone since)
   std::map<std::uint64_t, std::unique_ptr<asio::steady_timer>> limits_;  // loop thread: hard limits by seq
-  std::mutex mu_;
+  std::vector<Job> submitted_;  // loop thread: submitted this turn, queued by flush_submitted()
+  bool flush_posted_ = false;   // loop thread
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;                     // guarded by mu_
-  std::map<std::uint64_t, std::shared_ptr<Runner>> running_;  // guarded by mu_: which thread runs which job
+  std::map<std::uint64_t, RunningJob> running_;  // guarded by mu_: which thread runs which job
   bool quit_ = false;                         // guarded by mu_
-  // Results wait here for the loop thread, which takes them all at once: one
-  // wake-up of the loop for as many results as finished meanwhile.
+  // Starts and results wait here for the loop thread, which takes them all at
+  // once: one wake-up of the loop for as many as happened meanwhile. A job's
+  // start is always taken before (or with) its result, and handled first.
+  std::vector<StartNotice> starts_;           // guarded by mu_
   std::vector<JobDone> done_;                 // guarded by mu_
   bool drain_posted_ = false;                 // guarded by mu_
+  std::vector<StartNotice> starting_;         // loop thread: the batch being handled
   std::vector<JobDone> draining_;             // loop thread: the batch being handled
   std::size_t busy_ = 0;   // loop thread only
   bool stopping_ = false;  // loop thread only

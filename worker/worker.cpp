@@ -33,7 +33,7 @@ Worker::Worker(asio::io_context& io, WorkerOptions options, const TaskRegistry& 
 
 WorkerLoad Worker::load() const {
   WorkerLoad l;
-  l.active = pool_.running();
+  l.active = pool_.active();
   l.processed = processed_;
   return l;
 }
@@ -47,14 +47,18 @@ WorkerStatus Worker::status() const {
   s.total.insert(totals_.begin(), totals_.end());
   s.registered = registry_.names();
   const bool threads = options_.pool == PoolKind::kThreads;
+  std::map<std::uint64_t, double> started;  // pools that queue jobs know which ones started
+  for (const auto& [seq, t] : pool_.started()) started.emplace(seq, t);
   for (const auto& [seq, job] : jobs_) {
-    if (job.time_start <= 0) continue;
+    double time_start = job.time_start;
+    if (auto st = started.find(seq); st != started.end()) time_start = st->second;
+    if (time_start <= 0) continue;
     ActiveTask a;
     a.id = job.task.id;
     a.name = job.task.name;
     a.args = py_args_repr(job.task.args);
     a.kwargs = py_repr(task::Value(job.task.kwargs));
-    a.time_start = job.time_start;
+    a.time_start = time_start;
     a.acknowledged = job.acked;
     a.exchange = job.exchange;
     a.routing_key = job.queue;
@@ -88,6 +92,7 @@ std::uint16_t Worker::prefetch() const {
 
 void Worker::start() {
   pool_.on_slot_free([this] { dispatch(); });
+  pool_.on_started([this](std::uint64_t seq, double time_start) { on_started(seq, time_start); });
   pool_.on_exhausted([this](const std::string& why) { exit_for_restart(why); });
   pool_.start([this](JobDone d) { on_done(std::move(d)); });
   asio::co_spawn(io_, run(), [](std::exception_ptr e) {
@@ -186,6 +191,8 @@ void Worker::on_connection_lost() {
   channel_ = nullptr;
   confirm_channel_ = nullptr;
   ++epoch_;
+  // Tasks queued in the pool have not started: take them back with the rest.
+  for (std::uint64_t seq : pool_.recall()) ready_.push_back(seq);
   // Tasks that are not running will be redelivered by the broker: forget them
   // (a republish awaiting its confirm may or may not have reached the broker:
   // at least once).
@@ -351,13 +358,14 @@ void Worker::enqueue(std::uint64_t seq) {
 }
 
 void Worker::dispatch() {
+  const bool queues = pool_.queues_jobs();
   while (!ready_.empty() && pool_.has_free_slot()) {
     std::uint64_t seq = ready_.front();
     ready_.pop_front();
     auto it = jobs_.find(seq);
     if (it == jobs_.end()) continue;
     Job& job = it->second;
-    if (job.task.expires > 0 && task::unix_now() >= job.task.expires) {
+    if (!queues && job.task.expires > 0 && task::unix_now() >= job.task.expires) {
       revoke_expired(seq);
       continue;
     }
@@ -366,16 +374,30 @@ void Worker::dispatch() {
     pj.task = job.task;
     pj.soft_time_limit = job.task.soft_time_limit > 0 ? job.task.soft_time_limit : options_.soft_time_limit;
     pj.time_limit = job.task.time_limit > 0 ? job.task.time_limit : options_.time_limit;
-    job.time_start = task::unix_now();
-    if (events_.task_events()) events_.task_event("task-started", task_started_fields(job.task));
+    pj.report_start = events_.task_events();
+    // A pool that queues jobs checks expiry and reports the start (on_started)
+    // when a thread takes the job; the others start it here.
+    if (!queues) on_started(seq, task::unix_now());
     pool_.submit(std::move(pj));
   }
+}
+
+void Worker::on_started(std::uint64_t seq, double time_start) {
+  auto it = jobs_.find(seq);
+  if (it == jobs_.end()) return;
+  Job& job = it->second;
+  job.time_start = time_start;
+  if (events_.task_events()) events_.task_event("task-started", task_started_fields(job.task));
 }
 
 void Worker::on_done(JobDone done) {
   auto it = jobs_.find(done.seq);
   if (it == jobs_.end()) {
     dispatch();
+    return;
+  }
+  if (done.expired) {  // a pool thread took it too late
+    revoke_expired(done.seq);
     return;
   }
   Job& job = it->second;
@@ -449,10 +471,11 @@ void Worker::finish_job(std::uint64_t seq) {
 void Worker::shutdown_gracefully() {
   if (stopping_) return;
   stopping_ = true;
-  spdlog::info("warm shutdown: finishing {} running task(s)", pool_.running());
+  spdlog::info("warm shutdown: finishing {} running task(s)", pool_.active());
   for (auto& [seq, job] : jobs_)
     if (job.timer) job.timer->cancel();
   ready_.clear();
+  pool_.recall();  // not started: left unacked, requeued when the connection closes
   if (channel_ && connected_) {
     auto ch = channel_;
     auto tags = consumer_tags_;

@@ -45,7 +45,7 @@ class Worker {
     std::string exchange;      // as delivered, for `inspect active`
     bool redelivered = false;
     std::uint8_t priority = 0;
-    double time_start = 0;     // unix seconds when handed to the pool; 0: not started
+    double time_start = 0;     // unix seconds when it started (see Pool::started); 0: not started or not told
     bool acked = false;
     bool held = false;       // waiting for its eta in this worker
     bool deferring = false;  // a copy is on its way to the broker; settled when confirmed
@@ -61,6 +61,7 @@ class Worker {
                                          bool ran);
   void enqueue(std::uint64_t seq);
   void dispatch();
+  void on_started(std::uint64_t seq, double time_start);
   void on_done(JobDone done);
   void publish_result(const Job& job, const task::TaskResult& r);
   void republish_retry(std::uint64_t seq, double countdown);

@@ -1,6 +1,7 @@
 // headers.cpp: field table <-> Value conversions.
 #include "common/client/headers.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -42,6 +43,13 @@ task::Value field_to_value(const amqp::FieldValue& fv) {
 task::Map table_to_map(const amqp::FieldTable& t) {
   task::Map m;
   for (const auto& e : t.entries) m.insert_or_assign(e.name, field_to_value(e.value));
+  return m;
+}
+
+task::Map table_to_map(const amqp::FieldTable& t, std::span<const std::string_view> keys) {
+  task::Map m;
+  for (const auto& e : t.entries)
+    if (std::find(keys.begin(), keys.end(), e.name) != keys.end()) m.insert_or_assign(e.name, field_to_value(e.value));
   return m;
 }
 

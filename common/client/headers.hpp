@@ -2,6 +2,9 @@
 // (common/task) reads and writes message headers without the codec.
 #pragma once
 
+#include <span>
+#include <string_view>
+
 #include "common/amqp/field_table.hpp"
 #include "minibroker/value.hpp"
 
@@ -9,6 +12,8 @@ namespace mb::client {
 
 task::Value field_to_value(const amqp::FieldValue& v);
 task::Map table_to_map(const amqp::FieldTable& t);
+// Only the entries named in `keys`: the others are not converted.
+task::Map table_to_map(const amqp::FieldTable& t, std::span<const std::string_view> keys);
 // Integers that fit become 'I' (signed 32-bit, as py-amqp sends), others 'l';
 // strings 'S', bytes 'x', lists 'A', maps 'F', null 'V'.
 amqp::FieldValue value_to_field(const task::Value& v);

@@ -63,7 +63,7 @@ task::TaskMessage parse_task_message(const amqp::BasicProperties& p, std::string
   if (ct == task::kCapnpContentType) {
     t = task::decode_task_capnp(body);
   } else if (ct == task::kJsonContentType || (ct.empty() && p.headers && p.headers->find("task"))) {
-    t = task::decode_celery_task(p.headers ? table_to_map(*p.headers) : task::Map{}, body);
+    t = task::decode_celery_task(p.headers ? table_to_map(*p.headers, task::kCeleryTaskHeaders) : task::Map{}, body);
   } else {
     throw std::runtime_error("unsupported content type '" + std::string(ct) + "'");
   }

@@ -1,6 +1,7 @@
 // celery.cpp: Celery protocol v2 and rpc:// result conversions.
 #include "common/task/celery.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -46,7 +47,166 @@ json error_json(const TaskResult& r) {
   return json{{"exc_type", r.error_type}, {"exc_message", json::array({r.error_message})}, {"exc_module", module}};
 }
 
+
+// The JSON Celery's clients send, parsed straight into Values without
+// nlohmann's document: strings without escapes and in ASCII, numbers, true,
+// false, null, arrays, objects, at most kMaxDepth deep. Anything else (an
+// escape, a non-ASCII byte, an integer past 64 bits, invalid JSON) makes it
+// give up, and the caller parses with nlohmann, so every input gives what
+// nlohmann and value_from_json give.
+class SimpleJson {
+ public:
+  explicit SimpleJson(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
+
+  bool parse_document(Value& out) {
+    if (!value(out, 0)) return false;
+    skip_ws();
+    return p_ == end_;
+  }
+
+ private:
+  static constexpr int kMaxDepth = 64;
+
+  void skip_ws() {
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+  bool literal(std::string_view word) {
+    if (static_cast<std::size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) return false;
+    p_ += word.size();
+    return true;
+  }
+  bool string(std::string& out) {
+    ++p_;  // the opening quote
+    const char* start = p_;
+    while (p_ != end_) {
+      const auto c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        out.assign(start, p_);
+        ++p_;
+        return true;
+      }
+      if (c == '\\' || c < 0x20 || c >= 0x80) return false;
+      ++p_;
+    }
+    return false;
+  }
+  static bool digit(char c) { return c >= '0' && c <= '9'; }
+  bool number(Value& out) {
+    const char* start = p_;
+    if (p_ != end_ && *p_ == '-') ++p_;
+    if (p_ == end_ || !digit(*p_)) return false;
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      while (p_ != end_ && digit(*p_)) ++p_;
+    }
+    bool integer = true;
+    if (p_ != end_ && *p_ == '.') {
+      integer = false;
+      ++p_;
+      if (p_ == end_ || !digit(*p_)) return false;
+      while (p_ != end_ && digit(*p_)) ++p_;
+    }
+    if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
+      integer = false;
+      ++p_;
+      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (p_ == end_ || !digit(*p_)) return false;
+      while (p_ != end_ && digit(*p_)) ++p_;
+    }
+    if (integer) {
+      std::int64_t i = 0;
+      auto r = std::from_chars(start, p_, i);
+      if (r.ec != std::errc() || r.ptr != p_) return false;  // past 64 bits: nlohmann decides
+      out = Value(i);
+      return true;
+    }
+    double d = 0;
+    auto r = std::from_chars(start, p_, d);
+    if (r.ec != std::errc() || r.ptr != p_) return false;
+    out = Value(d);
+    return true;
+  }
+  bool value(Value& out, int depth) {
+    skip_ws();
+    if (p_ == end_) return false;
+    switch (*p_) {
+      case 'n': out = Value(); return literal("null");
+      case 't': out = Value(true); return literal("true");
+      case 'f': out = Value(false); return literal("false");
+      case '"': {
+        std::string str;
+        if (!string(str)) return false;
+        out = Value(std::move(str));
+        return true;
+      }
+      case '[': {
+        if (depth >= kMaxDepth) return false;
+        ++p_;
+        List l;
+        skip_ws();
+        if (p_ != end_ && *p_ == ']') {
+          ++p_;
+          out = Value(std::move(l));
+          return true;
+        }
+        for (;;) {
+          if (!value(l.emplace_back(), depth + 1)) return false;
+          skip_ws();
+          if (p_ == end_) return false;
+          if (*p_ == ']') break;
+          if (*p_ != ',') return false;
+          ++p_;
+        }
+        ++p_;
+        out = Value(std::move(l));
+        return true;
+      }
+      case '{': {
+        if (depth >= kMaxDepth) return false;
+        ++p_;
+        Map m;
+        skip_ws();
+        if (p_ != end_ && *p_ == '}') {
+          ++p_;
+          out = Value(std::move(m));
+          return true;
+        }
+        for (;;) {
+          skip_ws();
+          std::string key;
+          if (p_ == end_ || *p_ != '"' || !string(key)) return false;
+          skip_ws();
+          if (p_ == end_ || *p_ != ':') return false;
+          ++p_;
+          Value v;
+          if (!value(v, depth + 1)) return false;
+          m.insert_or_assign(std::move(key), std::move(v));  // the last of equal keys, as nlohmann
+          skip_ws();
+          if (p_ == end_) return false;
+          if (*p_ == '}') break;
+          if (*p_ != ',') return false;
+          ++p_;
+        }
+        ++p_;
+        out = Value(std::move(m));
+        return true;
+      }
+      default: return number(out);
+    }
+  }
+
+  const char* p_;
+  const char* end_;
+};
+
 }  // namespace
+
+std::optional<Value> parse_simple_json(std::string_view text) {
+  Value v;
+  if (!SimpleJson(text).parse_document(v)) return std::nullopt;
+  return v;
+}
 
 json value_to_json(const Value& v) {
   switch (v.kind()) {
@@ -161,6 +321,13 @@ TaskMessage decode_celery_task(const Map& headers, std::string_view body) {
   }
   if (auto it = headers.find("ignore_result"); it != headers.end() && it->second.is_bool())
     t.ignore_result = it->second.as_bool();
+  if (auto v = parse_simple_json(body)) {
+    if (!v->is_list() || v->as_list().size() < 2 || !v->as_list()[0].is_list() || !v->as_list()[1].is_map())
+      throw std::runtime_error("celery body is not [args, kwargs, embed]");
+    t.args = std::move(v->as_list()[0].as_list());
+    t.kwargs = std::move(v->as_list()[1].as_map());
+    return t;
+  }
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_array() || j.size() < 2 || !j[0].is_array() || !j[1].is_object())
     throw std::runtime_error("celery body is not [args, kwargs, embed]");
@@ -195,18 +362,34 @@ CeleryTaskMessage encode_celery_task(const TaskMessage& t) {
   return m;
 }
 
+// The object nlohmann would write for {task_id, status, result, traceback,
+// children} (keys sorted, no spaces), written straight: only the values go
+// through nlohmann, and integer, null and boolean results not even that.
 std::string encode_celery_result(const TaskResult& r) {
-  json j;
-  j["task_id"] = r.task_id;
-  j["status"] = std::string(state_name(r.state));
-  if (r.state == State::kSuccess) {
-    j["result"] = value_to_json(r.value);
+  std::string out;
+  out.reserve(160 + r.traceback.size());
+  out += R"({"children":[],"result":)";
+  if (r.state != State::kSuccess) {
+    out += error_json(r).dump();
+  } else if (r.value.is_int()) {
+    char buf[24];
+    auto res = std::to_chars(buf, buf + sizeof buf, r.value.as_int());
+    out.append(buf, res.ptr);
+  } else if (r.value.is_null()) {
+    out += "null";
+  } else if (r.value.is_bool()) {
+    out += r.value.as_bool() ? "true" : "false";
   } else {
-    j["result"] = error_json(r);
+    out += value_to_json(r.value).dump();
   }
-  j["traceback"] = r.traceback.empty() ? json(nullptr) : json(r.traceback);
-  j["children"] = json::array();
-  return j.dump();
+  out += R"(,"status":)";
+  out += json(std::string(state_name(r.state))).dump();
+  out += R"(,"task_id":)";
+  out += json(r.task_id).dump();
+  out += R"(,"traceback":)";
+  out += r.traceback.empty() ? std::string("null") : json(r.traceback).dump();
+  out += '}';
+  return out;
 }
 
 TaskResult decode_celery_result(std::string_view body) {

@@ -11,6 +11,8 @@ Concerns (issue 4 "Tests"):
 [x] hard time limit (prefork and threads); threads stuck past the cap: exit 70, unacked requeued
 [x] unknown task -> NotRegistered, message rejected
 [x] SIGTERM mid-task still delivers the result, exit 0
+[x] threads pool: prefetched tasks queue behind a running one; one that expires while queued
+    is REVOKED when a thread takes it; a warm shutdown requeues the queued ones (not lost)
 [x] SIGKILL of the worker mid-task -> redelivered and completed by a second worker
 [x] broker restart mid-run -> the worker reconnects and every task completes; the producer
     library reconnects: calls made after the restart complete, the one in flight completes
@@ -185,6 +187,42 @@ def test_sigterm_mid_task_delivers_result(broker, start_worker, queue_name):
     assert out.strip() == "1.5"
     assert w.wait(timeout=30) == 0
     assert "warm shutdown" in w.log()
+
+
+def queue_ready(broker, queue):
+    import pika
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.port))
+    try:
+        return conn.channel().queue_declare(queue, durable=True, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def test_threads_pool_queued_tasks_start_when_a_thread_takes_them(broker, start_worker, queue_name):
+    w = start_worker(pool="threads", concurrency=1)
+    slow = producer_bg(broker.url, queue_name, "sleep", "2", "--wait", "--timeout", "30")
+    time.sleep(0.7)  # running; what comes next waits in the pool's queue
+    r = call(broker, queue_name, "add", "1", "1", "--expires", "0.5", "--wait", "--timeout", "20")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "REVOKED" in r.stderr  # expired before the thread took it (the worker had it at once)
+    out, err = slow.communicate(timeout=30)
+    assert slow.returncode == 0 and out.strip() == "2.0", err
+
+    slow = producer_bg(broker.url, queue_name, "sleep", "1.5", "--wait", "--timeout", "30")
+    time.sleep(0.7)
+    r = call(broker, queue_name, "add", "1", "2", "--repeat", "3", "--no-results")
+    assert r.returncode == 0, r.stderr
+    time.sleep(0.3)  # delivered to the worker: queued in the pool
+    assert queue_ready(broker, queue_name) == 0
+    w.signal(signal.SIGTERM)
+    out, err = slow.communicate(timeout=30)
+    assert slow.returncode == 0 and out.strip() == "1.5", err  # the running task finished
+    assert w.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10  # RabbitMQ requeues a closed channel's unacked messages shortly after
+    while queue_ready(broker, queue_name) != 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert queue_ready(broker, queue_name) == 3  # the queued ones went back to the queue
+    assert "stopped after 2 task(s)" in w.log()
 
 
 def test_sigkill_mid_task_redelivered_to_second_worker(broker, start_worker, queue_name):

@@ -10,6 +10,8 @@
 // [x] ISO-8601 times with offsets
 // [x] broker URLs as Celery writes them
 // [x] malformed bodies throw, not crash
+// [x] result bodies are byte for byte what nlohmann writes for the same object
+// [x] the simple JSON parser gives what nlohmann gives, or gives up (and decode_celery_task falls back)
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -162,6 +164,65 @@ TEST_CASE("celery protocol v2 as captured") {
   CHECK(back.time_limit == 3);
   CHECK_THROWS(task::decode_celery_task(h, "{}"));
   CHECK_THROWS(task::decode_celery_task(Map{}, body));
+}
+
+TEST_CASE("simple JSON parser: as nlohmann, or gives up") {
+  const std::vector<std::string> same = {
+      R"([[5, 5], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}])",
+      R"( [ [1, -2, 0, -0, 3.5, -1e3, 2E-2, 1.0, true, false, null, "x", ""], {"a": [], "b": {}, "a": 7} ] )",
+      R"([[9223372036854775807, -9223372036854775808], {"k": {"n": [[["deep"]]]}}])",
+      "\t[\n[],\r{}]\n"};
+  for (const auto& text : same) {
+    CAPTURE(text);
+    auto fast = task::parse_simple_json(text);
+    REQUIRE(fast);
+    CHECK(*fast == task::value_from_json(nlohmann::json::parse(text)));
+  }
+  const std::vector<std::string> gives_up = {
+      R"(["esc\"aped"])", "[\"caf\xc3\xa9\"]", "[18446744073709551615]", "[1e400]",  // valid, left to nlohmann
+      "[01]", "[1.]", "[.5]", "[-]", "[1,]", "{\"a\" 1}", "[nul]", "[[]] x", "[\"\x01\"]", "", "[", std::string(70, '[') + std::string(70, ']')};
+  for (const auto& text : gives_up) {
+    CAPTURE(text);
+    CHECK_FALSE(task::parse_simple_json(text));
+  }
+  // decode_celery_task takes nlohmann's way then, with the same result
+  Map h{{"task", "t"}, {"id", "i"}};
+  auto t = task::decode_celery_task(h, R"([["caf\u00e9", 18446744073709551615], {}, {}])");
+  CHECK(Value(t.args) == Value(List{"caf\xc3\xa9", 18446744073709551615.0}));
+  CHECK_THROWS(task::decode_celery_task(h, "[[01], {}]"));
+}
+
+TEST_CASE("result bodies as nlohmann writes them") {
+  auto reference = [](const task::TaskResult& r) {  // how encode_celery_result used to build it
+    nlohmann::json j;
+    j["task_id"] = r.task_id;
+    j["status"] = std::string(task::state_name(r.state));
+    j["result"] = r.state == task::State::kSuccess ? task::value_to_json(r.value)
+                                                  : nlohmann::json::parse(task::encode_celery_result(r))["result"];
+    j["traceback"] = r.traceback.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.traceback);
+    j["children"] = nlohmann::json::array();
+    return j.dump();
+  };
+  std::vector<Value> values = {Value(10), Value(-9223372036854775807LL - 1), Value(), Value(true), Value(false),
+                               Value(1.5), Value(1e300), Value("t\"x\\\n\x01 caf\xc3\xa9"),
+                               Value(List{1, "a", Map{{"k", 2.0}}}), Value(Bytes("b"))};
+  for (const auto& v : values) {
+    task::TaskResult r;
+    r.task_id = "id-\"1";
+    r.state = task::State::kSuccess;
+    r.value = v;
+    CAPTURE(reference(r));
+    CHECK(task::encode_celery_result(r) == reference(r));
+  }
+  task::TaskResult f;
+  f.task_id = "f";
+  f.state = task::State::kFailure;
+  f.error_type = "ValueError";
+  f.error_message = "boom \"x\"";
+  f.traceback = "ValueError: boom\n";
+  CHECK(task::encode_celery_result(f) ==
+        R"({"children":[],"result":{"exc_message":["boom \"x\""],"exc_module":"builtins","exc_type":"ValueError"},)"
+        R"("status":"FAILURE","task_id":"f","traceback":"ValueError: boom\n"})");
 }
 
 TEST_CASE("rpc:// results as Celery writes them") {

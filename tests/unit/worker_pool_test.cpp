@@ -12,10 +12,16 @@
 // [x] threads pool: results and retries
 // [x] threads pool: the hard time limit fails the task at once, abandons its thread, keeps the capacity;
 //     past the cap it reports exhaustion; the abandoned thread is gone once its task returns
+// [x] threads pool: every submitted job is queued at once; a job starts when a thread takes it:
+//     expiry is checked then (not when queued), on_started comes then (before its result) and the
+//     hard time limit counts from then; recall() takes back the queued ones; stop() drops them
+//     and waits only for started ones
 // [x] unknown task name: FAILURE NotRegistered
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <signal.h>
+
+#include <algorithm>
 
 #include <asio.hpp>
 
@@ -195,4 +201,82 @@ TEST_CASE("threads pool: hard time limit") {
   CHECK(exhausted == "2 threads are stuck in tasks past their hard time limit");
   CHECK(run_until([&] { return pool.abandoned() == 0; }));  // their tasks returned: the threads are gone
   CHECK(out.size() == 3);  // and their late results were dropped
+}
+
+TEST_CASE("threads pool: queued jobs start when a thread takes them") {
+  asio::io_context io;
+  ThreadPool pool(io, registry(), ThreadPoolOptions{1, 1, "test@h"});
+  std::map<std::uint64_t, JobDone> out;
+  std::map<std::uint64_t, double> started;
+  std::vector<std::string> order;
+  pool.on_started([&](std::uint64_t seq, double t) {
+    started[seq] = t;
+    order.push_back("start " + std::to_string(seq));
+  });
+  pool.start([&](JobDone d) {
+    order.push_back("done " + std::to_string(d.seq));
+    out[d.seq] = std::move(d);
+  });
+  auto run_until = [&](auto done) {
+    for (int i = 0; i < 1000 && !done(); ++i) io.run_for(std::chrono::milliseconds(10));
+    return done();
+  };
+  CHECK(pool.queues_jobs());
+  const double t0 = task::unix_now();
+  Job first = make_job(1, "sleep", {0.3});
+  first.report_start = true;
+  pool.submit(std::move(first));
+  Job expiring = make_job(2, "add", {1, 2});  // expires while queued behind the sleep
+  expiring.task.expires = t0 + 0.15;
+  expiring.report_start = true;
+  pool.submit(std::move(expiring));
+  Job limited = make_job(3, "sleep", {0.05}, /*time_limit=*/0.25);  // reported for its limit
+  pool.submit(std::move(limited));
+  Job quiet = make_job(4, "add", {2, 2});  // no events, no limit: no start report
+  pool.submit(std::move(quiet));
+  CHECK(pool.has_free_slot());
+  CHECK(pool.running() == 4);
+  REQUIRE(run_until([&] { return out.size() == 4; }));
+  CHECK(out[1].result.state == task::State::kSuccess);
+  CHECK(out[2].expired);
+  CHECK_FALSE(started.contains(2));
+  // the limit counts from its start (~0.3 s after it was queued), so it did not fire
+  CHECK(out[3].result.state == task::State::kSuccess);
+  CHECK(started[3] >= t0 + 0.25);
+  CHECK(out[4].result.value == task::Value(4));
+  CHECK_FALSE(started.contains(4));
+  auto at = [&](const std::string& e) { return std::find(order.begin(), order.end(), e) - order.begin(); };
+  CHECK(at("start 1") < at("done 1"));  // a job's start is handled before its result
+  CHECK(at("start 3") < at("done 3"));
+  CHECK(order.size() == 6);
+  CHECK(pool.running() == 0);
+  CHECK(pool.abandoned() == 0);
+}
+
+TEST_CASE("threads pool: recall and stop leave queued jobs out") {
+  asio::io_context io;
+  ThreadPool pool(io, registry(), ThreadPoolOptions{1, 0, "test@h"});
+  std::map<std::uint64_t, JobDone> out;
+  std::vector<std::pair<std::uint64_t, double>> running;
+  pool.start([&](JobDone d) { out[d.seq] = std::move(d); });
+  pool.submit(make_job(1, "sleep", {0.3}));
+  for (std::uint64_t i = 2; i <= 4; ++i) pool.submit(make_job(i, "add", {1, 1}));
+  for (int i = 0; i < 100 && pool.active() == 0; ++i) io.run_for(std::chrono::milliseconds(5));
+  REQUIRE(pool.active() == 1);
+  running = pool.started();
+  REQUIRE(running.size() == 1);
+  CHECK(running[0].first == 1);
+  CHECK(pool.recall() == std::vector<std::uint64_t>{2, 3, 4});
+  CHECK(pool.running() == 1);
+  pool.submit(make_job(5, "add", {1, 1}));
+  bool stopped = false;
+  pool.stop([&] {
+    stopped = true;
+    io.stop();
+  });
+  CHECK_FALSE(pool.has_free_slot());
+  io.run_for(std::chrono::seconds(10));
+  CHECK(stopped);
+  CHECK(out.size() == 1);  // only the started job reported; 2-5 never ran
+  CHECK(out[1].result.state == task::State::kSuccess);
 }
