@@ -1,43 +1,46 @@
-// load_http_module(): dlopens libmb_httplib.so on first use. See transport.hpp.
+// load_http_module(): loads the embedded libmb_httplib.so on first use. See
+// transport.hpp.
 #include "broker/http/transport.hpp"
 
 #include <dlfcn.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-#include <climits>
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
+
+// The module's bytes, from httplib_module_blob.S.
+extern "C" const char mb_httplib_module_begin[];
+extern "C" const char mb_httplib_module_end[];
 
 namespace mb::http {
 namespace {
 
-constexpr const char* kModuleName = "libmb_httplib.so";
-
-// The directory of the running executable ("" when unknown), where the build
-// puts the module.
-std::string executable_dir() {
-  char buf[PATH_MAX];
-  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return {};
-  const std::string exe(buf, static_cast<std::size_t>(n));
-  const std::size_t slash = exe.rfind('/');
-  return slash == std::string::npos ? std::string() : exe.substr(0, slash);
+[[noreturn]] void fail(const std::string& what) {
+  throw std::runtime_error("cannot load the HTTP module libmb_httplib.so: " + what);
 }
 
+// Copies the module into an anonymous file and dlopens it through /proc:
+// nothing to install beside the executable, nothing left on disk.
 const HttpModule* open_module() {
-  std::string error;
-  void* handle = nullptr;
-  if (const std::string dir = executable_dir(); !dir.empty()) {
-    handle = ::dlopen((dir + "/" + kModuleName).c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!handle) error = ::dlerror();
+  const int fd = ::memfd_create("libmb_httplib.so", MFD_CLOEXEC);
+  if (fd < 0) fail(std::string("memfd_create: ") + std::strerror(errno));
+  for (const char* p = mb_httplib_module_begin; p < mb_httplib_module_end;) {
+    const ssize_t n = ::write(fd, p, static_cast<std::size_t>(mb_httplib_module_end - p));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      fail(std::string("write: ") + std::strerror(e));
+    }
+    p += n;
   }
-  if (!handle) handle = ::dlopen(kModuleName, RTLD_NOW | RTLD_LOCAL);
-  if (!handle) {
-    const char* e = ::dlerror();
-    throw std::runtime_error(std::string("cannot load the HTTP module ") + kModuleName + ": " +
-                             (error.empty() ? std::string(e ? e : "not found") : error));
-  }
+  void* handle = ::dlopen(("/proc/self/fd/" + std::to_string(fd)).c_str(), RTLD_NOW | RTLD_LOCAL);
+  ::close(fd);  // the mapping keeps the file alive
+  if (!handle) fail(::dlerror());
   auto entry = reinterpret_cast<const HttpModule* (*)()>(::dlsym(handle, "mb_http_module"));
-  if (!entry) throw std::runtime_error(std::string(kModuleName) + " has no mb_http_module");
+  if (!entry) fail("no mb_http_module");
   return entry();
 }
 

@@ -4,9 +4,10 @@
 // OpenSSL in a static constructor as soon as it is loaded: about 2 MiB of
 // resident memory in a broker that serves no HTTP (--http-port 0) and no TLS.
 // So the executable does not link it: broker/http/httplib_module.cpp, the only
-// file that includes <httplib.h>, is built as libmb_httplib.so next to the
-// minibroker binary, and load_http_module() dlopens it the first time an HTTP
-// server or client is made. The module knows nothing of the broker: it
+// file that includes <httplib.h>, is built as libmb_httplib.so, whose bytes are
+// embedded in the executable (httplib_module_blob.S), and load_http_module()
+// loads them (memfd_create + dlopen) the first time an HTTP server or client
+// is made. The module knows nothing of the broker: it
 // serves and sends requests in the plain types below (standard library only,
 // so nothing but libstdc++ is shared across the boundary).
 #pragma once
@@ -126,9 +127,8 @@ struct HttpModule {
   ClientResult (*send)(const ClientRequest& request);
 };
 
-// Loads libmb_httplib.so (next to the executable, else through the library
-// search path) once, and returns its entry points. Throws std::runtime_error
-// when it cannot be loaded.
+// Loads the embedded libmb_httplib.so once, and returns its entry points.
+// Throws std::runtime_error when it cannot be loaded (no /proc, say).
 const HttpModule& load_http_module();
 
 }  // namespace mb::http
