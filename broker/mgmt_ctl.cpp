@@ -14,8 +14,6 @@
 // line, like rabbitmqctl; --json prints the API's JSON instead.
 #include "broker/mgmt_ctl.hpp"
 
-#include <httplib.h>
-
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -23,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/http/transport.hpp"
 #include "broker/options.hpp"
 
 namespace mb::ctl {
@@ -166,32 +165,27 @@ int queue_command(const Settings& s, const std::string& what, const std::string&
 
 }  // namespace
 
-struct ApiClient::Impl {
-  explicit Impl(const HttpSettings& s) : client(s.host, s.port) {
-    client.set_basic_auth(s.user, s.password);
-    client.set_connection_timeout(kTimeoutSeconds);
-    client.set_read_timeout(kTimeoutSeconds);
-    client.set_write_timeout(kTimeoutSeconds);
-  }
-  httplib::Client client;
-};
-
-ApiClient::ApiClient(const HttpSettings& s) : settings_(s), impl_(std::make_unique<Impl>(s)) {}
+ApiClient::ApiClient(const HttpSettings& s) : settings_(s) {}
 ApiClient::~ApiClient() = default;
 
 std::string ApiClient::base_url() const { return "http://" + settings_.host + ":" + std::to_string(settings_.port); }
 
 std::optional<ApiClient::Reply> ApiClient::request(std::string_view method, const std::string& path,
                                                    const json* body) {
-  httplib::Client& c = impl_->client;
-  const std::string payload = body ? body->dump() : std::string();
-  httplib::Result r = method == "GET"   ? c.Get(path)
-                      : method == "PUT" ? c.Put(path, payload, "application/json")
-                                        : c.Delete(path);
-  if (!r) {
-    error_ = httplib::to_string(r.error());
+  http::ClientRequest rq{settings_.host, settings_.port, settings_.user, settings_.password, static_cast<int>(kTimeoutSeconds),
+                         std::string(method), path, body ? body->dump() : std::string()};
+  http::ClientResult result;
+  try {
+    result = http::load_http_module().send(rq);
+  } catch (const std::exception& e) {
+    error_ = e.what();
     return std::nullopt;
   }
+  if (!result.reply) {
+    error_ = result.error;
+    return std::nullopt;
+  }
+  const http::ClientReply* r = &*result.reply;
   Reply reply{r->status, nullptr};
   if (!r->body.empty()) {
     reply.body = json::parse(r->body, nullptr, false);

@@ -23,8 +23,8 @@ struct HttpSettings {
   std::string password = "guest";
 };
 
-// A management API client for the ctl commands (cpp-httplib, basic auth,
-// generous timeouts for a loaded broker).
+// A management API client for the ctl commands (cpp-httplib, loaded on first
+// use: broker/http/transport.hpp; basic auth, generous timeouts for a loaded broker).
 class ApiClient {
  public:
   struct Reply {
@@ -41,9 +41,7 @@ class ApiClient {
   std::string base_url() const;
 
  private:
-  struct Impl;
   HttpSettings settings_;
-  std::unique_ptr<Impl> impl_;
   std::string error_;
 };
 

@@ -61,23 +61,16 @@ bool is_loopback(const std::string& addr) {
 HttpServer::HttpServer(Broker& broker, std::string bind, std::vector<HttpListen> listens)
     : broker_(broker), bind_(std::move(bind)) {
   for (HttpListen& l : listens) {
-    std::unique_ptr<httplib::Server> server;
-    if (l.tls()) {
-      auto ssl = std::make_unique<httplib::SSLServer>(l.tls_cert.c_str(), l.tls_key.c_str());
-      if (!ssl->is_valid())
-        throw std::runtime_error("cannot load the HTTPS certificate " + l.tls_cert + " or key " + l.tls_key);
-      server = std::move(ssl);
-    } else {
-      server = std::make_unique<httplib::Server>();
-    }
+    std::string error;
+    std::unique_ptr<HttpTransport> server = load_http_module().make_server(l.tls_cert, l.tls_key, kHttpThreads, &error);
+    if (!server) throw std::runtime_error(error);
     configure(*server);
     listeners_.push_back(Listener{std::move(l), std::move(server), {}});
   }
 }
 
-void HttpServer::configure(httplib::Server& server) {
-  server.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
-  server.set_pre_routing_handler([this](const Request& req, Response& res) { return check_auth(req, res); });
+void HttpServer::configure(HttpTransport& server) {
+  server.set_pre_routing([this](const Request& req, Response& res) { return check_auth(req, res); });
   server.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {
     std::string what = "unknown error";
     try {
@@ -100,17 +93,12 @@ HttpServer::~HttpServer() { stop(); }
 
 void HttpServer::start() {
   for (Listener& l : listeners_) {
-    int bound = l.listen.port;
-    if (l.listen.port == 0) {
-      bound = l.server->bind_to_any_port(bind_);
-    } else if (!l.server->bind_to_port(bind_, l.listen.port)) {
-      bound = -1;
-    }
+    const int bound = l.server->bind(bind_, l.listen.port);
     if (bound <= 0)
       throw std::runtime_error(fmt::format("cannot listen for HTTP{} on {}:{}", l.listen.tls() ? "S" : "", bind_,
                                            l.listen.port));
     l.listen.port = static_cast<std::uint16_t>(bound);
-    l.thread = std::thread([server = l.server.get()] { server->listen_after_bind(); });
+    l.thread = std::thread([server = l.server.get()] { server->listen(); });
     spdlog::info("management HTTP API listening on {}:{}{}", bind_, l.listen.port, l.listen.tls() ? " (HTTPS)" : "");
   }
 }
@@ -125,9 +113,8 @@ void HttpServer::stop() {
 
 void HttpServer::post_to_loop(std::function<void()> fn) { asio::post(broker_.io(), std::move(fn)); }
 
-httplib::Server::HandlerResponse HttpServer::check_auth(const Request& req, Response& res) {
-  using HR = httplib::Server::HandlerResponse;
-  if (!req.path.starts_with(kApiPrefix)) return HR::Unhandled;
+bool HttpServer::check_auth(const Request& req, Response& res) {
+  if (!req.path.starts_with(kApiPrefix)) return false;
   std::optional<Credentials> creds = basic_credentials(req);
   std::string refusal = "no credentials";
   if (creds) {
@@ -143,16 +130,16 @@ httplib::Server::HandlerResponse HttpServer::check_auth(const Request& req, Resp
     });
     if (!verdict) {
       reply_unavailable(res);
-      return HR::Handled;
+      return true;
     }
-    if (verdict->refusal.empty() && verdict->management) return HR::Unhandled;
+    if (verdict->refusal.empty() && verdict->management) return false;
     if (verdict->refusal.empty()) {
       // Good credentials, but no management tag: RabbitMQ's 401 with a reason.
       spdlog::warn("http: {} {} from {}: user '{}' has no management tag", req.method, req.path, req.remote_addr,
                    creds->user);
       res.set_header("WWW-Authenticate", kAuthChallenge);
       reply_json(res, 401, {{"error", "not_authorised"}, {"reason", "Not management user"}});
-      return HR::Handled;
+      return true;
     }
     refusal = verdict->refusal;
   }
@@ -161,7 +148,7 @@ httplib::Server::HandlerResponse HttpServer::check_auth(const Request& req, Resp
   res.set_header("WWW-Authenticate", kAuthChallenge);
   res.status = 401;  // with no body, as RabbitMQ answers
   res.set_content("", "text/plain");
-  return HR::Handled;
+  return true;
 }
 
 void HttpServer::serve_static(const Request& req, Response& res) {
@@ -173,7 +160,7 @@ void HttpServer::serve_static(const Request& req, Response& res) {
   for (const EmbeddedFile& f : embedded_files()) {
     if (f.path != wanted) continue;
     res.status = 200;
-    res.set_content(f.data.data(), f.data.size(), std::string(content_type_for(f.path)).c_str());
+    res.set_content(f.data.data(), f.data.size(), std::string(content_type_for(f.path)));
     return;
   }
 }

@@ -1,12 +1,12 @@
-// The management HTTP server: cpp-httplib on its own threads, in front of the
-// single-threaded broker.
+// The management HTTP server: cpp-httplib (loaded on first use, see
+// transport.hpp) on its own threads, in front of the single-threaded broker.
 //
 // How to add routes (see also broker/http/README.md):
 //   - Write a function such as `void register_queue_routes(HttpServer&, Broker&)` and call
 //     it from register_routes() in broker/http/routes.cpp (the task view's
 //     register_task_routes() is already wired: define it in broker/tasks/*.cpp).
 //   - Register with http.get/put/post/del(pattern, handler). Patterns are
-//     cpp-httplib regexes; captures are in req.matches. Every path under /api/
+//     ECMAScript regexes; captures are in req.matches. Every path under /api/
 //     requires HTTP basic auth (done before routing); other paths are public.
 //   - Handlers run on an HTTP thread. They must NEVER touch broker objects
 //     directly: wrap the work in http.on_loop([&] { ... return value; }), which
@@ -16,8 +16,6 @@
 //     binary at build time (broker/http/embed_static.cmake) and served at
 //     /<relative path>, with /static/... as an alias and / -> index.html.
 #pragma once
-
-#include <httplib.h>
 
 #include <chrono>
 #include <cstdint>
@@ -35,6 +33,8 @@
 
 #include <asio.hpp>
 
+#include "broker/http/transport.hpp"
+
 namespace mb::broker {
 class Broker;
 }
@@ -42,9 +42,6 @@ class Broker;
 namespace mb::http {
 
 using broker::Broker;
-using Request = httplib::Request;
-using Response = httplib::Response;
-using Handler = std::function<void(const Request&, Response&)>;
 
 // How long a handler waits for the broker's loop before answering 503: long
 // enough for a loaded loop, short enough that a wedged one is reported.
@@ -85,16 +82,16 @@ class HttpServer {
   void stop();
 
   void get(const std::string& pattern, const Handler& h) {
-    for (auto& l : listeners_) l.server->Get(pattern, h);
+    for (auto& l : listeners_) l.server->route("GET", pattern, h);
   }
   void put(const std::string& pattern, const Handler& h) {
-    for (auto& l : listeners_) l.server->Put(pattern, h);
+    for (auto& l : listeners_) l.server->route("PUT", pattern, h);
   }
   void post(const std::string& pattern, const Handler& h) {
-    for (auto& l : listeners_) l.server->Post(pattern, h);
+    for (auto& l : listeners_) l.server->route("POST", pattern, h);
   }
   void del(const std::string& pattern, const Handler& h) {
-    for (auto& l : listeners_) l.server->Delete(pattern, h);
+    for (auto& l : listeners_) l.server->route("DELETE", pattern, h);
   }
 
   // Runs fn on the broker's loop and waits for its result; nullopt when the
@@ -114,17 +111,17 @@ class HttpServer {
   Broker& broker() { return broker_; }
 
  private:
-  // Pre-routing: basic auth for /api/; answers 401 itself.
-  httplib::Server::HandlerResponse check_auth(const Request& req, Response& res);
+  // Pre-routing: basic auth for /api/; answers 401 itself (and returns true).
+  bool check_auth(const Request& req, Response& res);
   void serve_static(const Request& req, Response& res);
   void post_to_loop(std::function<void()> fn);
 
   struct Listener {
     HttpListen listen;
-    std::unique_ptr<httplib::Server> server;  // an httplib::SSLServer for HTTPS
+    std::unique_ptr<HttpTransport> server;  // HTTPS when listen.tls()
     std::thread thread;
   };
-  void configure(httplib::Server& server);
+  void configure(HttpTransport& server);
 
   Broker& broker_;  // HELD NOT OWNED
   std::string bind_;

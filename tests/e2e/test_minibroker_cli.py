@@ -8,17 +8,25 @@ Concerns:
       log line with the reply text
 - [x] server-properties name the product honestly ("minibroker", DESIGN.md Decisions), so
       kombu sends basic.qos with global=false
+- [x] one binary: a copy of minibroker alone in a directory serves the HTTP API (the HTTP
+      module is embedded), and with --http-port 0 it does not load that module at all
 All minibroker_only: they start/stop broker processes of their own.
 """
 
+import base64
+import json
+import os
+import shutil
 import signal
 import time
+import urllib.request
 
 import pika
 import pytest
 
 from amqp_raw import CONNECTION_CLOSE, RawAMQP, method_frame
 from minibroker_proc import MinibrokerProc, default_binary
+from rabbitmq_node import free_port
 
 pytestmark = pytest.mark.minibroker_only
 
@@ -97,3 +105,35 @@ def test_errors_are_logged(own_broker):
         time.sleep(0.1)
     assert lines_404, "no log line for the 404 channel error:\n" + own_broker.tail(20)
     assert has_501, "no log line for the 501 connection error:\n" + own_broker.tail(20)
+
+
+def http_module_mapped(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libmb_httplib" in f.read()
+
+
+def test_copied_binary_alone_serves_http_api(tmp_path):
+    binary = str(tmp_path / "bin" / "minibroker")
+    os.makedirs(os.path.dirname(binary))
+    shutil.copy2(default_binary(), binary)
+    assert os.listdir(os.path.dirname(binary)) == ["minibroker"]
+
+    http_port = free_port()
+    b = MinibrokerProc(binary, base_dir=str(tmp_path / "http"), extra_args=["--http-port", str(http_port)])
+    try:
+        b.start(timeout=10)
+        req = urllib.request.Request("http://127.0.0.1:%d/api/overview" % http_port, headers={
+            "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+            assert "product_version" in json.loads(r.read()), b.tail(20)
+        assert http_module_mapped(b.proc.pid)
+    finally:
+        b.cleanup()
+
+    b = MinibrokerProc(binary, base_dir=str(tmp_path / "nohttp"))  # --http-port 0
+    try:
+        b.start(timeout=10)
+        assert not http_module_mapped(b.proc.pid)
+    finally:
+        b.cleanup()
