@@ -375,20 +375,45 @@ std::int64_t Broker::now_ms() const {
 
 void Broker::schedule_dispatch(const QueuePtr& q) {
   dispatch_pending_.push_back(q);
-  if (dispatch_posted_) return;
-  dispatch_posted_ = true;
-  asio::post(io_, [this] { run_dispatch(); });
+  post_end_turn();
 }
 
-void Broker::run_dispatch() {
-  dispatch_posted_ = false;
-  std::vector<QueuePtr> pending;
-  pending.swap(dispatch_pending_);
-  const std::int64_t now = now_ms();
-  for (auto& q : pending) {
-    q->wake_pending = false;
-    if (!q->deleted()) q->dispatch(now);
+void Broker::schedule_flush(ConnectionPtr c) {
+  flush_pending_.push_back(std::move(c));
+  post_end_turn();
+}
+
+void Broker::post_end_turn() {
+  if (turn_posted_ || turn_open_) return;
+  turn_posted_ = true;
+  asio::post(io_, [this] {
+    turn_posted_ = false;
+    end_turn();
+  });
+}
+
+void Broker::end_turn() {
+  if (ending_turn_) return;
+  ending_turn_ = turn_open_ = true;
+  // A dispatch writes deliveries (more flushes); a flush never dispatches
+  // (its completion comes in a later turn), so one pass of each suffices,
+  // but a dispatch may wake another queue (dead-lettering): loop until idle.
+  while (!dispatch_pending_.empty() || !flush_pending_.empty()) {
+    if (!dispatch_pending_.empty()) {
+      dispatching_.swap(dispatch_pending_);
+      const std::int64_t now = now_ms();
+      for (auto& q : dispatching_) {
+        q->wake_pending = false;
+        if (!q->deleted()) q->dispatch(now);
+      }
+      dispatching_.clear();
+      continue;
+    }
+    flushing_.swap(flush_pending_);
+    for (auto& c : flushing_) c->flush_scheduled();
+    flushing_.clear();
   }
+  ending_turn_ = turn_open_ = false;
 }
 
 }  // namespace mb::broker

@@ -84,6 +84,17 @@ class Broker : public VhostEnv {
   std::int64_t now_ms() const override;
   std::uint64_t next_message_id() override { return ++last_message_id_; }
   void schedule_dispatch(const QueuePtr& q) override;
+  // The connection's output goes out at the end of this turn (see end_turn).
+  void schedule_flush(ConnectionPtr c);
+  // A turn's leftover work: queue dispatches, then the writes of every
+  // connection with output. A read handler opens a turn, handles its frames
+  // and ends the turn, so that what it published is delivered and written
+  // within that handler; whatever else schedules work (timers, store
+  // completions) gets one posted handler that runs end_turn(). Posting each
+  // step separately cost an epoll_wait per step: asio polls the reactor
+  // before every posted handler.
+  void open_turn() { turn_open_ = true; }
+  void end_turn();
   Persistence& persistence() override { return *persistence_; }
   std::string register_direct_reply(const std::shared_ptr<Consumer>& c) override;
   void unregister_direct_reply(const std::string& key) override { direct_replies_.erase(key); }
@@ -112,7 +123,7 @@ class Broker : public VhostEnv {
   void arm_tick();
   // Samples memory (every tick) and disk (less often); raises or clears alarms.
   void check_resources(std::int64_t tick);
-  void run_dispatch();
+  void post_end_turn();
   // Closes (320 CONNECTION_FORCED) every connection matching pred.
   template <typename Pred>
   void force_close(Pred pred, const std::string& text);
@@ -147,7 +158,12 @@ class Broker : public VhostEnv {
   std::string alarm_;
   std::uint64_t last_message_id_ = 0;
   std::vector<QueuePtr> dispatch_pending_;
-  bool dispatch_posted_ = false;
+  std::vector<QueuePtr> dispatching_;  // end_turn's, kept for its capacity
+  std::vector<ConnectionPtr> flush_pending_;
+  std::vector<ConnectionPtr> flushing_;
+  bool turn_posted_ = false;  // a handler that runs end_turn() is queued
+  bool turn_open_ = false;    // end_turn() will run: scheduling posts nothing
+  bool ending_turn_ = false;
   bool stopping_ = false;
 };
 

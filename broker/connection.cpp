@@ -211,8 +211,12 @@ void Connection::on_read(const asio::error_code& ec, std::size_t n) {
   }
   last_read_ = Clock::now();
   rend_ += n;
+  // Deliver what this read published and write every reply in this handler,
+  // rather than in handlers posted behind another reactor poll.
+  broker_.open_turn();
   process_input();
   for (auto& [_, ch] : channels_) ch->flush_confirms();
+  broker_.end_turn();
   if (state_ != State::kClosed) read();
 }
 
@@ -587,12 +591,14 @@ void Connection::close(ReplyCode code, std::string text, std::uint16_t class_id,
 // ---- writing ----------------------------------------------------------------
 
 void Connection::schedule_flush() {
-  if (flush_posted_ || state_ == State::kClosed) return;
-  flush_posted_ = true;
-  asio::post(broker_.io(), [self = shared_from_this()] {
-    self->flush_posted_ = false;
-    self->flush();
-  });
+  if (flush_scheduled_ || state_ == State::kClosed) return;
+  flush_scheduled_ = true;
+  broker_.schedule_flush(shared_from_this());
+}
+
+void Connection::flush_scheduled() {
+  flush_scheduled_ = false;
+  flush();
 }
 
 void Connection::flush() {
@@ -601,11 +607,36 @@ void Connection::flush() {
     if (teardown_after_flush_) teardown("closed");
     return;
   }
+  last_write_ = Clock::now();
+  std::size_t sent = 0;
+  if (!tls()) {
+    // The socket is non-blocking: hand the kernel what it takes now. Most
+    // flushes end here, without asio's completion handler, which runs only
+    // after another poll of the reactor. The rest waits for writability.
+    asio::error_code ec;
+    sent = socket().write_some(asio::buffer(out_), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec.clear();
+      sent = 0;
+    }
+    if (ec) {
+      teardown(ec.message());
+      return;
+    }
+    if (sent == out_.size()) {
+      out_.clear();
+      if (teardown_after_flush_) {
+        teardown("closed");
+        return;
+      }
+      after_write();
+      return;
+    }
+  }
   writing_.swap(out_);
   writing_now_ = true;
-  last_write_ = Clock::now();
   auto on_done = [self = shared_from_this()](const asio::error_code& ec, std::size_t) { self->on_write(ec); };
-  std::visit([&](auto& s) { asio::async_write(s, asio::buffer(writing_), std::move(on_done)); }, stream_);
+  std::visit([&](auto& s) { asio::async_write(s, asio::buffer(writing_) + sent, std::move(on_done)); }, stream_);
 }
 
 void Connection::on_write(const asio::error_code& ec) {
@@ -616,14 +647,18 @@ void Connection::on_write(const asio::error_code& ec) {
     teardown(ec.message());
     return;
   }
-  flush();
-  if (state_ == State::kClosed) return;
+  if (!out_.empty() || teardown_after_flush_) {
+    flush();  // which ends in after_write() once the rest is written
+    return;
+  }
+  after_write();
+}
+
+void Connection::after_write() {
   // Nothing more to send: small buffers go back to the allocator, so an idle
   // connection holds none; large ones (a busy consumer's) are kept for reuse.
-  if (!writing_now_) {
-    if (writing_.capacity() <= kWriteBufferKeep) std::string().swap(writing_);
-    if (out_.empty() && out_.capacity() <= kWriteBufferKeep) std::string().swap(out_);
-  }
+  if (writing_.capacity() <= kWriteBufferKeep) std::string().swap(writing_);
+  if (out_.empty() && out_.capacity() <= kWriteBufferKeep) std::string().swap(out_);
   if (read_paused_ && can_write()) {
     read_paused_ = false;
     read();

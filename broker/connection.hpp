@@ -42,6 +42,8 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   ~Connection() override;
 
   void start();
+  // Broker::end_turn() writes the output that schedule_flush() announced.
+  void flush_scheduled();
   // Server-initiated close (shutdown, management): connection.close with this code.
   void close(ReplyCode code, std::string text, std::uint16_t class_id = 0, std::uint16_t method_id = 0);
   bool closed() const { return state_ == State::kClosed; }
@@ -111,6 +113,8 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   void schedule_flush();
   void flush();
   void on_write(const asio::error_code& ec);
+  // Everything written: frees small buffers, resumes reading and deliveries.
+  void after_write();
   void arm_timer();
   void on_timer();
   // Closes the socket and releases channels, consumers and exclusive queues.
@@ -142,7 +146,7 @@ class Connection : public ChannelHost, public std::enable_shared_from_this<Conne
   std::string out_;      // filled this turn
   std::string writing_;  // in flight
   bool writing_now_ = false;
-  bool flush_posted_ = false;
+  bool flush_scheduled_ = false;
   bool teardown_after_flush_ = false;  // we sent close-ok (or a bad-header reply): close once written
 
   std::string user_;
