@@ -777,7 +777,7 @@ void TaskTracker::flush() {
   dirty_workers_.clear();
   deleted_tasks_.clear();
   deleted_workers_.clear();
-  store_->commit([](store::Status s) {
+  store_->commit_later([](store::Status s) {
     if (!s.ok()) spdlog::warn("task tracker: writing the task history failed: {}", s.to_string());
   });
 }
