@@ -75,6 +75,7 @@ std::string Broker::open_store(const std::string& dir) {
   std::unique_ptr<store::RocksDbStore> db;
   store::RocksDbStoreOptions opts;
   opts.dir = dir;
+  opts.write_behind_ms = options_.store_write_behind_ms;
   store::Status s = store::RocksDbStore::open(opts, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); }, db);
   if (!s.ok()) return s.to_string();
   store_ = std::move(db);

@@ -117,13 +117,16 @@ void StorePersistence::touched() {
   dirty_ = true;
   if (flush_posted_) return;
   flush_posted_ = true;
-  // Acks, deletes and declares need no reply that waits for the disk, but they
-  // must not sit in the pending batch: commit them at the end of this turn.
+  // Acks, deletes, declares and publishes without confirms need no reply that
+  // waits for the disk: they end this turn with a commit_later(), which the
+  // store may hold for its write-behind bound (so that a message acked
+  // meanwhile is never written); a confirm or tx.commit (after_commit) writes
+  // everything before it at once.
   post_([this] {
     flush_posted_ = false;
     if (!dirty_) return;
     dirty_ = false;
-    store_.commit([](store::Status s) {
+    store_.commit_later([](store::Status s) {
       if (!s.ok()) spdlog::error("store write failed: {}", s.to_string());
     });
   });

@@ -4,9 +4,9 @@
 // records encoded as AMQP field tables; persistent messages routed to durable
 // queues are one message record each plus an entry per queue. Every write is
 // appended to the store's pending batch; commits are requested by publishers
-// (after_commit: confirms, tx.commit-ok) and once per loop turn when writes are
-// pending (acks, deletes), so the store's thread writes one synced batch for
-// everything a turn produced.
+// (after_commit: confirms, tx.commit-ok; written at once) and once per loop
+// turn when writes are pending (acks, deletes, publishes without confirms:
+// commit_later, which the store may hold for its write-behind bound).
 //
 // Paging: with PagingLimits, every durable queue that can page (not a priority
 // queue) keeps only a head window in memory and reads its tail back through

@@ -74,6 +74,11 @@ int main(int argc, char** argv) {
   app.add_option("--task-history", o.task_history,
                  "tasks the broker remembers for /api/tasks and the dashboard (0: no task tracking)")
       ->capture_default_str();
+  app.add_option("--store-write-behind-ms", o.store_write_behind_ms,
+                 "persistent messages without a publisher confirm, and acks, are written and synced within this "
+                 "many ms (a message acked sooner is never written); confirmed ones before their confirm (0: at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
   mb::broker::ctl::Ctl ctl(app);
   CLI11_PARSE(app, argc, argv);
   if (ctl.selected()) return ctl.run();

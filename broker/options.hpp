@@ -33,7 +33,11 @@ inline constexpr std::uint64_t kDefaultQueueMemoryBytes = 4u << 20;  // body byt
 // fsync (measured: fill speed is the same as with 64 MiB). Without it,
 // publishers without confirms outrun the disk and that tail grows unbounded.
 inline constexpr std::uint64_t kStoreBacklogHighWater = 16u << 20;
-inline constexpr int kStoreBackoffMs = 5;  // how soon a paused publisher checks again
+inline constexpr int kStoreBackoffMs = 5;
+// The write-behind bound for persistent messages without a confirm waiting on
+// them (RocksDbStoreOptions::write_behind_ms): a task acked within it is never
+// written. Kept well below a second: it is what a crash can lose of them.
+inline constexpr std::uint32_t kDefaultStoreWriteBehindMs = 200;  // how soon a paused publisher checks again
 inline constexpr std::uint16_t kDefaultTlsPort = 5671;        // IANA port for AMQPS
 // Limits: 0 means unlimited, as RabbitMQ's defaults (connection_max, consumer_max_per_channel,
 // max-queues are all infinity there).
@@ -72,6 +76,10 @@ struct Options {
   std::uint64_t memory_high_watermark = kDefaultMemoryHighWatermark;
   std::uint64_t disk_free_limit = kDefaultDiskFreeLimit;
   std::size_t task_history = kDefaultTaskHistory;
+  // How long writes nobody waits on (publishes without confirms, acks) may be
+  // held before they are written and synced (store::kDefaultWriteBehindMs);
+  // 0: written at the end of each loop turn.
+  std::uint32_t store_write_behind_ms = kDefaultStoreWriteBehindMs;
 };
 
 }  // namespace mb::broker

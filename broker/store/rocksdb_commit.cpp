@@ -1,10 +1,13 @@
 // RocksDbStore's storage thread: group commit. It takes the operations the
 // loop submitted up to the last commit(), applies them to one WriteBatch,
-// writes it with a synced WAL, and posts the commits' completions back.
+// writes it with a synced WAL, and posts the commits' completions back;
+// turns that end with a commit_later() are held first (write-behind).
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <chrono>
+#include <deque>
 #include <unordered_map>
 
 #include "broker/store/keys.hpp"
@@ -18,23 +21,27 @@ using namespace detail;
 
 namespace {
 
-// One round of group commit: applies `work` to WriteBatches, writes the last
-// one synced, and returns the commits' completions with their statuses.
+// One round of group commit: applies the first `cut` ops of `held` to
+// WriteBatches, writes the last one synced, and returns the commits'
+// completions with their statuses. The ops after `cut` (held back, younger)
+// are only read, to find the messages removed before they were written.
 class Round {
  public:
   Round(RocksDbStore::Impl& impl) : impl_(impl) {}
 
-  void run(std::vector<RocksDbStore::Op>& work);
+  void run(std::deque<RocksDbStore::Op>& held, std::size_t cut);
   std::vector<std::pair<DoneFn, Status>>& done() { return done_; }
 
  private:
   using Op = RocksDbStore::Op;
-  // Messages stored and fully removed again within this round (every entry
-  // acked before the storage thread took it): none of their operations is
-  // written. RabbitMQ skips such writes too; a confirm still waits for the
-  // round, so it never comes before the message is durable or consumed.
-  void find_transient(const std::vector<Op>& work);
-  bool skipped(const Op& op) const;
+  // Messages first stored by an op this round writes and fully removed again
+  // by the time the storage thread took the ops (every entry acked, in this
+  // round or in the ops held back): none of their operations is written,
+  // now or in a later round (Op::cancelled). RabbitMQ's message store
+  // cancels such writes too; a confirm still waits for a round that writes
+  // everything before it, so it never comes before the message is durable
+  // or consumed.
+  void find_transient(std::deque<Op>& held, std::size_t cut);
   Status apply(Op& op);
   Status purge(QueueId queue, Seq first, const std::vector<Seq>& keep);
   Status write(bool sync);
@@ -57,40 +64,89 @@ class Round {
   std::unordered_map<MessageId, std::uint32_t> born_;
 };
 
+// The steady-clock time of the oldest commit point in `held` (which ends with one).
+std::int64_t oldest_commit_ns(const std::deque<RocksDbStore::Op>& held) {
+  for (const auto& op : held) {
+    if (op.kind == RocksDbStore::Op::Kind::kCommit) return op.at_ns;
+  }
+  return 0;
+}
+
+// How many ops of `held` a round writes: every whole turn (up to a commit
+// point) submitted at or before `up_to_ns`.
+std::size_t cut_at(const std::deque<RocksDbStore::Op>& held, std::int64_t up_to_ns) {
+  std::size_t cut = 0;
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    if (held[i].kind != RocksDbStore::Op::Kind::kCommit) continue;
+    if (held[i].at_ns > up_to_ns) break;
+    cut = i + 1;
+  }
+  return cut;
+}
+
 }  // namespace
 
+// Write-behind: a round starts when a commit() is pending (a confirm, a
+// transaction, a paging queue or the shutdown waits on it: everything held is
+// written at once, as it always was), when the oldest commit_later() has been
+// held write_behind_ms, or when more than write_behind_bytes are pending. A
+// round on time writes the turns older than three quarters of the hold, so
+// that rounds come about every quarter of it, and keeps the younger ones.
 void RocksDbStore::storage_thread_main() {
-  std::vector<Op> work;
+  std::deque<Op> held;  // whole turns taken from pending_, not yet written; storage thread only
+  const std::int64_t hold_ns = std::int64_t{impl_->options.write_behind_ms} * 1'000'000;
+  const std::uint64_t hold_bytes = std::min(impl_->options.write_behind_bytes, impl_->options.max_batch_bytes);
   for (;;) {
+    bool write_all = false;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] {
-        return stopping_ || has_commit_ ||
-               pending_bytes_.load(std::memory_order_relaxed) >= impl_->options.max_batch_bytes;
-      });
-      if (pending_.empty()) {
+      for (;;) {
+        const std::uint64_t bytes = pending_bytes_.load(std::memory_order_relaxed);
+        if (stopping_ || urgent_commit_ || bytes >= impl_->options.max_batch_bytes) {
+          write_all = true;
+          break;
+        }
+        if (held.empty() && !has_commit_) {
+          wake_.wait(lock);
+          continue;
+        }
+        if (bytes >= hold_bytes) {
+          write_all = true;
+          break;
+        }
+        const std::int64_t due = (held.empty() ? first_commit_at_ns_ : oldest_commit_ns(held)) + hold_ns;
+        if (steady_now_ns() >= due) break;
+        wake_.wait_until(lock, std::chrono::steady_clock::time_point(std::chrono::nanoseconds(due)));
+      }
+      if (pending_.empty() && held.empty()) {
         if (stopping_) return;
-        has_commit_ = false;
+        has_commit_ = urgent_commit_ = false;
         continue;
       }
-      // Take everything up to the last commit; the ops after it (the loop is
-      // mid-way through its next turn) wait for their own commit, so that
-      // what lies between two commits lands in one WriteBatch: atomically.
-      // A wake on size alone (no commit pending) takes everything.
+      // Take whole turns: everything up to the last commit; the ops after it
+      // (the loop is mid-way through its next turn) wait for their own
+      // commit, so that what lies between two commits lands in one
+      // WriteBatch: atomically. A wake on size alone (no commit pending), or
+      // the shutdown, takes everything.
       if (has_commit_ && last_commit_ + 1 < pending_.size()) {
         const auto end = pending_.begin() + static_cast<std::ptrdiff_t>(last_commit_ + 1);
-        work.assign(std::make_move_iterator(pending_.begin()), std::make_move_iterator(end));
+        held.insert(held.end(), std::make_move_iterator(pending_.begin()), std::make_move_iterator(end));
         pending_.erase(pending_.begin(), end);
-      } else {
-        work.swap(pending_);
+      } else if (has_commit_ || stopping_ ||
+                 pending_bytes_.load(std::memory_order_relaxed) >= impl_->options.max_batch_bytes) {
+        held.insert(held.end(), std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
+        pending_.clear();
       }
       has_commit_ = false;
+      urgent_commit_ = false;
     }
+    const std::size_t cut = write_all ? held.size() : cut_at(held, steady_now_ns() - hold_ns + hold_ns / 4);
+    if (cut == 0) continue;
     std::size_t bytes = 0;
-    for (const auto& op : work) bytes += op.bytes();
+    for (std::size_t i = 0; i < cut; ++i) bytes += held[i].bytes();
     Round round(*impl_);
-    round.run(work);
-    work.clear();
+    round.run(held, cut);
+    held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(cut));
     pending_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
     auto& done = round.done();
     if (done.empty()) continue;
@@ -108,46 +164,40 @@ void RocksDbStore::storage_thread_main() {
 
 namespace {
 
-void Round::find_transient(const std::vector<Op>& work) {
-  for (const Op& op : work) {
-    switch (op.kind) {
-      case Op::Kind::kEnqueue:
-        if (op.has_blob) {
-          born_[op.c] = 1;
-        } else if (auto it = born_.find(op.c); it != born_.end()) {
-          ++it->second;
-        }
-        break;
-      case Op::Kind::kRemoveEntry:
-        if (auto it = born_.find(op.c); it != born_.end()) --it->second;
-        break;
-      case Op::Kind::kPurgeQueue:
-        born_.clear();  // a purge reads what is written: keep this round literal
-        return;
-      default:
-        break;
+void Round::find_transient(std::deque<Op>& held, std::size_t cut) {
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    const Op& op = held[i];
+    if (op.kind == Op::Kind::kPurgeQueue) {
+      born_.clear();  // a purge reads what is written: keep this round literal
+      return;
+    }
+    if (op.cancelled) continue;
+    if (op.kind == Op::Kind::kEnqueue) {
+      if (op.has_blob) {
+        if (i < cut) born_[op.c] = 1;
+      } else if (auto it = born_.find(op.c); it != born_.end()) {
+        ++it->second;
+      }
+    } else if (op.kind == Op::Kind::kRemoveEntry) {
+      if (auto it = born_.find(op.c); it != born_.end()) --it->second;
     }
   }
   std::erase_if(born_, [](const auto& kv) { return kv.second != 0; });
-}
-
-bool Round::skipped(const Op& op) const {
-  switch (op.kind) {
-    case Op::Kind::kEnqueue:
-    case Op::Kind::kRemoveEntry:
-    case Op::Kind::kUpdateCount:
-      return born_.contains(op.c);
-    default:
-      return false;
+  if (born_.empty()) return;
+  impl_.transient_messages.fetch_add(born_.size(), std::memory_order_relaxed);
+  for (Op& op : held) {
+    if ((op.kind == Op::Kind::kEnqueue || op.kind == Op::Kind::kRemoveEntry || op.kind == Op::Kind::kUpdateCount) &&
+        born_.contains(op.c))
+      op.cancelled = true;
   }
 }
 
-void Round::run(std::vector<Op>& work) {
-  find_transient(work);
-  impl_.transient_messages.fetch_add(born_.size(), std::memory_order_relaxed);
+void Round::run(std::deque<Op>& held, std::size_t cut) {
+  find_transient(held, cut);
   Status status;
   bool trailing_ops = false;  // ops after the last commit of the round
-  for (auto& op : work) {
+  for (std::size_t i = 0; i < cut; ++i) {
+    Op& op = held[i];
     if (op.kind == Op::Kind::kCommit) {
       done_.emplace_back(std::move(op.done), Status());
       trailing_ops = false;
@@ -155,7 +205,7 @@ void Round::run(std::vector<Op>& work) {
     }
     trailing_ops = true;
     if (!status.ok()) continue;  // the round failed: drop the rest
-    if (skipped(op)) continue;
+    if (op.cancelled) continue;
     status = apply(op);
     if (status.ok() && batch_.GetDataSize() >= impl_.options.max_batch_bytes) status = write(false);
   }

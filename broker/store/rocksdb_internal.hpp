@@ -8,6 +8,7 @@
 #include <rocksdb/status.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -39,6 +40,11 @@ inline constexpr std::size_t kMessagesBlockSize = 16u << 10;
 // many on.
 inline constexpr Seq kMinRangeDeleteRun = 16;
 
+inline std::int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 inline Status from_rocks(const rocksdb::Status& s, const std::string& what) {
   if (s.ok()) return Status::success();
   if (s.IsNotFound()) return Status::not_found(what);
@@ -65,6 +71,12 @@ struct RocksDbStore::Op {
   };
   Kind kind = Kind::kCommit;
   bool has_blob = false;
+  // kCommit: commit() (a confirm, a tx, a paging queue waits on it), written
+  // at once; false: commit_later(), which may be held (write-behind).
+  bool urgent = false;
+  // Set by the storage thread: the op's message was stored and fully removed
+  // before this op was written, so it is skipped (see Round::find_transient).
+  bool cancelled = false;
   std::uint8_t meta_kind = 0;
   std::uint32_t count = 0;
   std::uint64_t a = 0;  // queue id / due ms
@@ -74,6 +86,7 @@ struct RocksDbStore::Op {
   std::string blob;     // meta value / message / delayed blob
   std::vector<Seq> keep;  // purge: entries left in place
   DoneFn done;
+  std::int64_t at_ns = 0;  // kCommit: steady-clock time it was submitted
 
   std::size_t bytes() const { return sizeof(Op) + key.size() + blob.size() + keep.size() * sizeof(Seq); }
 };

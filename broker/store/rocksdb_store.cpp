@@ -203,21 +203,27 @@ Status RocksDbStore::close() {
 
 // ---- submission (loop thread) ---------------------------------------------
 
-void RocksDbStore::submit(Op&& op, bool wake) {
+void RocksDbStore::submit(Op&& op, bool is_commit) {
   const std::size_t bytes = op.bytes();
-  bool closed = false;
+  bool closed = false, wake = false;
   {
     std::lock_guard lock(mutex_);
     if (closed_) {
       closed = true;
     } else {
-      pending_.push_back(std::move(op));
-      if (wake) {
+      if (is_commit) {
+        // A commit() wakes the storage thread; of the commit_later()s only
+        // the first since it last took work, so it knows when to come back.
+        wake = op.urgent || !has_commit_ || impl_->options.write_behind_ms == 0;
+        if (!has_commit_) first_commit_at_ns_ = op.at_ns;
         has_commit_ = true;
-        last_commit_ = pending_.size() - 1;
+        urgent_commit_ = urgent_commit_ || op.urgent;
       }
-      pending_bytes_.fetch_add(bytes, std::memory_order_relaxed);
-      wake = wake || pending_bytes_.load(std::memory_order_relaxed) >= impl_->options.max_batch_bytes;
+      pending_.push_back(std::move(op));
+      if (is_commit) last_commit_ = pending_.size() - 1;
+      const std::uint64_t total = pending_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+      const std::uint64_t limit = std::min(impl_->options.max_batch_bytes, impl_->options.write_behind_bytes);
+      wake = wake || (total >= limit && total - bytes < limit) || total >= impl_->options.max_batch_bytes;
     }
   }
   if (closed) {
@@ -322,6 +328,16 @@ void RocksDbStore::remove_delayed(std::uint64_t due_ms, DelayedId id) {
 void RocksDbStore::commit(DoneFn done) {
   Op op;
   op.kind = Op::Kind::kCommit;
+  op.urgent = true;
+  op.at_ns = steady_now_ns();
+  op.done = std::move(done);
+  submit(std::move(op), true);
+}
+
+void RocksDbStore::commit_later(DoneFn done) {
+  Op op;
+  op.kind = Op::Kind::kCommit;
+  op.at_ns = steady_now_ns();
   op.done = std::move(done);
   submit(std::move(op), true);
 }

@@ -7,7 +7,10 @@
 // rocksdb::WriteBatch (so the writes between two commits land atomically,
 // unless a purge or more than max_batch_bytes splits them), writes it with a
 // synced WAL (one fsync for all of it), then posts the completions of the
-// commits it covered through the PostFn (one post per batch). A failed write
+// commits it covered through the PostFn (one post per batch). Writes ending
+// with a commit_later() (nobody waits on them) are held up to
+// write_behind_ms first, so that a message removed meanwhile is never
+// written (see storage_thread_main in rocksdb_commit.cpp). A failed write
 // (disk full) completes those commits with the error; the thread calls
 // DB::Resume() before its next write, and the broker carries on.
 //
@@ -41,6 +44,13 @@ inline constexpr std::size_t kDefaultMaxWalBytes = 128u << 20;         // bounds
 // The storage thread starts a round without waiting for commit() once this
 // much is pending, and splits a round's WriteBatch at about this size.
 inline constexpr std::size_t kDefaultMaxBatchBytes = 32u << 20;
+// Write-behind: writes before a commit_later() (no confirm, no transaction
+// waits on them) are held this long at most before they are written and
+// synced, so that a message acked meanwhile (a task a worker ran at once) is
+// never written, as RabbitMQ's message store cancels such writes. A commit()
+// writes everything held at once. Bounded by time and by bytes held.
+inline constexpr std::uint32_t kDefaultWriteBehindMs = 200;
+inline constexpr std::size_t kDefaultWriteBehindBytes = 8u << 20;
 
 struct RocksDbStoreOptions {
   std::string dir;            // created if missing
@@ -50,6 +60,8 @@ struct RocksDbStoreOptions {
   std::size_t entries_write_buffer_bytes = kDefaultEntriesWriteBuffer;
   std::size_t max_wal_bytes = kDefaultMaxWalBytes;
   std::size_t max_batch_bytes = kDefaultMaxBatchBytes;
+  std::uint32_t write_behind_ms = kDefaultWriteBehindMs;  // 0: commit_later() is commit()
+  std::size_t write_behind_bytes = kDefaultWriteBehindBytes;
 };
 
 class RocksDbStore final : public Store {
@@ -77,6 +89,7 @@ class RocksDbStore final : public Store {
   void put_delayed(std::uint64_t due_ms, DelayedId id, std::string_view blob) override;
   void remove_delayed(std::uint64_t due_ms, DelayedId id) override;
   void commit(DoneFn done) override;
+  void commit_later(DoneFn done) override;
 
   Status load_entries(QueueId queue, Seq first_seq, std::size_t max_count,
                       std::vector<QueueEntry>& out) override;
@@ -105,7 +118,7 @@ class RocksDbStore final : public Store {
 
  private:
   RocksDbStore();
-  void submit(Op&& op, bool wake);
+  void submit(Op&& op, bool is_commit);
   void storage_thread_main();
 
   std::unique_ptr<Impl> impl_;
@@ -115,8 +128,10 @@ class RocksDbStore final : public Store {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<Op> pending_;  // guarded by mutex_
-  bool has_commit_ = false;  // guarded: a commit() is pending
+  bool has_commit_ = false;  // guarded: a commit() or commit_later() is pending
+  bool urgent_commit_ = false;  // guarded: a commit() is pending
   std::size_t last_commit_ = 0;  // guarded: its index in pending_
+  std::int64_t first_commit_at_ns_ = 0;  // guarded: when the oldest pending one was submitted
   bool stopping_ = false;    // guarded
   bool closed_ = false;      // guarded
   std::atomic<std::uint64_t> pending_bytes_{0};

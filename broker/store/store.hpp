@@ -18,6 +18,11 @@
 //     return. They take effect in call order.
 //   - commit(done) marks a point: done(status) runs once every write submitted
 //     before it is durable (status ok) or has failed (status not ok: nack).
+//   - commit_later(done) marks the same point when nothing waits on it (acks,
+//     publishes without confirms): the store may hold those writes for a
+//     bounded time (RocksDbStore: write_behind_ms, write_behind_bytes), and
+//     a message whose every entry is removed within that time is never
+//     written. A later commit() writes everything before it at once.
 //     `done` is always invoked through the PostFn given at construction (the
 //     broker binds it to asio::post on its io_context), so it runs on the loop,
 //     never inside commit() itself. Callbacks run in commit order. After a
@@ -150,6 +155,8 @@ class Store {
 
   // Completion point; see the threading notes above.
   virtual void commit(DoneFn done) = 0;
+  // A completion point nobody waits on; see the threading notes above.
+  virtual void commit_later(DoneFn done) { commit(std::move(done)); }
 
   // ---- reads: synchronous ---------------------------------------------------
 

@@ -116,11 +116,13 @@ struct MemoryBackend {
 
 struct RocksBackend {
   static constexpr bool kDurable = true;
+  std::uint32_t write_behind_ms = kDefaultWriteBehindMs;
 
   std::unique_ptr<Store> open(const std::string& dir, PostFn post) {
     std::unique_ptr<RocksDbStore> store;
     RocksDbStoreOptions options;
     options.dir = dir + "/data";
+    options.write_behind_ms = write_behind_ms;
     Status s = RocksDbStore::open(options, std::move(post), store);
     REQUIRE_MESSAGE(s.ok(), s.to_string());
     return store;
@@ -580,6 +582,86 @@ TEST_CASE("rocksdb: a message consumed within one round is never written; a part
   f.store().remove_entry(1, 7, 42);
   REQUIRE(f.commit().ok());
   CHECK_FALSE(f.message(42).has_value());
+}
+
+// Write-behind (commit_later): the hold is long here (2 s, rounds write the
+// turns older than 1.5 s) so that the timing below holds on a loaded machine.
+TEST_CASE("rocksdb: commit_later holds writes; a message removed meanwhile is never written, even a round later") {
+  Fixture<RocksBackend> f;
+  f.backend().write_behind_ms = 2000;
+  f.reopen();
+  using Clock = std::chrono::steady_clock;
+  const auto before = f.store().counters();
+  std::vector<int> done;
+  auto later = [&](int n) {
+    f.store().commit_later([&done, n](Status s) {
+      CHECK(s.ok());
+      done.push_back(n);
+    });
+  };
+  const auto t0 = Clock::now();
+  f.store().enqueue(1, 1, 60, body_of(60));  // removed in the same hold
+  later(1);
+  f.store().enqueue(1, 2, 61, body_of(61));  // removed after the round that writes turn 2 took it
+  later(2);
+  f.store().enqueue(1, 3, 62, body_of(62));  // kept
+  f.store().remove_entry(1, 1, 60);
+  later(3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1600));
+  f.store().update_delivery_count(1, 2, 61, 1);
+  f.store().remove_entry(1, 2, 61);  // a younger turn: held back when turns 1-3 are written
+  later(4);
+  REQUIRE(f.completions().run_until([&] { return done.size() == 3; }));
+  const auto first_round = Clock::now() - t0;
+  CHECK(first_round >= std::chrono::milliseconds(1900));  // held, not written at once
+  CHECK(done == std::vector<int>{1, 2, 3});
+  CHECK(f.message(62) == body_of(62));
+  CHECK_FALSE(f.message(60).has_value());
+  CHECK_FALSE(f.message(61).has_value());
+  REQUIRE(f.completions().run_until([&] { return done.size() == 4; }));
+  const auto after = f.store().counters();
+  CHECK(after.transient_messages - before.transient_messages == 2);
+  CHECK(after.messages_written - before.messages_written == 1);  // 62 only
+  CHECK(after.entries_written - before.entries_written == 1);
+  f.reopen();
+  CHECK(seqs_of(f.entries(1)) == std::vector<Seq>{3});
+  CHECK_FALSE(f.message(61).has_value());
+}
+
+TEST_CASE("rocksdb: a commit() writes everything held before it at once, in order") {
+  Fixture<RocksBackend> f;
+  f.backend().write_behind_ms = 1000;
+  f.reopen();
+  std::vector<int> done;
+  f.store().enqueue(1, 1, 70, body_of(70));
+  f.store().commit_later([&](Status s) {
+    CHECK(s.ok());
+    done.push_back(1);
+  });
+  f.store().enqueue(1, 2, 71, body_of(71));
+  f.store().commit([&](Status s) {
+    CHECK(s.ok());
+    done.push_back(2);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(f.completions().run_until([&] { return done.size() == 2; }));
+  MESSAGE("commit() after a held commit_later() took "
+          << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() << " ms");
+  CHECK(done == std::vector<int>{1, 2});
+  CHECK(f.message(70) == body_of(70));
+  CHECK(f.message(71) == body_of(71));
+  CHECK(f.store().pending_bytes() == 0);
+}
+
+TEST_CASE("rocksdb: close() writes what commit_later() holds") {
+  Fixture<RocksBackend> f;
+  f.backend().write_behind_ms = 1000;
+  f.reopen();
+  f.store().enqueue(1, 1, 80, body_of(80));
+  f.store().commit_later([](Status) {});
+  f.reopen();
+  CHECK(f.message(80) == body_of(80));
+  CHECK(seqs_of(f.entries(1)) == std::vector<Seq>{1});
 }
 
 TEST_CASE("rocksdb: a round with a purge writes every operation as submitted") {

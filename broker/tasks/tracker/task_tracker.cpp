@@ -225,6 +225,51 @@ std::string celery_error(const json& r) {
   return out;
 }
 
+// The members of a Celery rpc:// result the tracker reads (status, result,
+// traceback), taken in one SAX pass without building the document, when the
+// body is an object and those members are scalars, as a task's result
+// usually is. Anything else (a list or map result, not an object, not JSON)
+// stops the pass: the caller then parses the whole document as before.
+class ResultScan final : public nlohmann::json_sax<json> {
+ public:
+  std::optional<json> status, result, traceback;
+
+  bool null() override { return scalar(json()); }
+  bool boolean(bool v) override { return scalar(json(v)); }
+  bool number_integer(number_integer_t v) override { return scalar(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return scalar(json(v)); }
+  bool number_float(number_float_t v, const string_t&) override { return scalar(json(v)); }
+  bool string(string_t& v) override { return scalar(json(std::move(v))); }
+  bool binary(binary_t&) override { return false; }
+  bool start_object(std::size_t) override { return open(); }
+  bool start_array(std::size_t) override { return depth_ > 0 && open(); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    if (depth_ == 1) slot_ = k == "status" ? &status : k == "result" ? &result : k == "traceback" ? &traceback : nullptr;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  bool scalar(json v) {
+    if (depth_ == 0) return false;  // not an object
+    if (depth_ == 1 && slot_ != nullptr) *slot_ = std::move(v);
+    return true;
+  }
+  bool open() {
+    if (depth_ == 1 && slot_ != nullptr) return false;  // a structured member we read: parse it all
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+  int depth_ = 0;
+  std::optional<json>* slot_ = nullptr;
+};
+
 json task_to_json(const TaskRecord& t) {
   return json{{"id", valid_utf8(t.id)},
               {"name", t.name},
@@ -420,8 +465,9 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
     }
   }
 
-  const bool existed = tasks_.contains(*id);
-  TaskRecord& t = touch_task(*id, now);
+  auto found = tasks_.find(*id);
+  const bool existed = found != tasks_.end();
+  TaskRecord& t = existed ? found->second : touch_task(*id, now);
   t.name = clip(*name);
   TaskTypeStats& stats = types_[t.name];
   ++stats.published;
@@ -491,12 +537,20 @@ void TaskTracker::observe_result(TaskRecord& t, const amqp::PropertiesSummary& p
     return;
   }
   if (props.content_type != task::kJsonContentType) return;  // some other reply sharing the id
-  const json r = json::parse(body);
-  if (!r.is_object() || !r.contains("status")) return;
+  ResultScan scan;
+  if (!json::sax_parse(body.begin(), body.end(), &scan)) {
+    const json r = json::parse(body);  // throws on a malformed body, as before
+    if (!r.is_object()) return;
+    scan.status = scan.result = scan.traceback = std::nullopt;
+    if (r.contains("status")) scan.status = r["status"];
+    if (r.contains("result")) scan.result = r["result"];
+    if (r.contains("traceback")) scan.traceback = r["traceback"];
+  }
+  if (!scan.status) return;
   ++results_seen_;
-  const std::string status = json_text(r["status"]);
-  const json& value = r.contains("result") ? r["result"] : json();
-  if (r.contains("traceback") && !r["traceback"].is_null()) t.traceback = clip(json_text(r["traceback"]));
+  const std::string status = json_text(*scan.status);
+  const json value = scan.result ? std::move(*scan.result) : json();
+  if (scan.traceback && !scan.traceback->is_null()) t.traceback = clip(json_text(*scan.traceback));
   if (status == "SUCCESS") {
     t.result = clip(dump(value));
     finish(t, TaskState::kSuccess, now, 0);
@@ -777,7 +831,7 @@ void TaskTracker::flush() {
   dirty_workers_.clear();
   deleted_tasks_.clear();
   deleted_workers_.clear();
-  store_->commit([](store::Status s) {
+  store_->commit_later([](store::Status s) {
     if (!s.ok()) spdlog::warn("task tracker: writing the task history failed: {}", s.to_string());
   });
 }
