@@ -94,6 +94,7 @@ std::size_t cut_at(const std::deque<RocksDbStore::Op>& held, std::int64_t up_to_
 // that rounds come about every quarter of it, and keeps the younger ones.
 void RocksDbStore::storage_thread_main() {
   std::deque<Op> held;  // whole turns taken from pending_, not yet written; storage thread only
+  bool held_stores = false;  // held has an enqueue with its blob
   const std::int64_t hold_ns = std::int64_t{impl_->options.write_behind_ms} * 1'000'000;
   const std::uint64_t hold_bytes = std::min(impl_->options.write_behind_bytes, impl_->options.max_batch_bytes);
   for (;;) {
@@ -110,7 +111,9 @@ void RocksDbStore::storage_thread_main() {
           wake_.wait(lock);
           continue;
         }
-        if (bytes >= hold_bytes) {
+        // Past the byte bound, or nothing held or pending that a hold could
+        // cancel (no message stored): write now.
+        if (bytes >= hold_bytes || (!held_stores && !pending_stores_)) {
           write_all = true;
           break;
         }
@@ -132,10 +135,13 @@ void RocksDbStore::storage_thread_main() {
         const auto end = pending_.begin() + static_cast<std::ptrdiff_t>(last_commit_ + 1);
         held.insert(held.end(), std::make_move_iterator(pending_.begin()), std::make_move_iterator(end));
         pending_.erase(pending_.begin(), end);
+        held_stores = held_stores || pending_stores_;  // pending_stores_ stays: it may be the rest's
       } else if (has_commit_ || stopping_ ||
                  pending_bytes_.load(std::memory_order_relaxed) >= impl_->options.max_batch_bytes) {
         held.insert(held.end(), std::make_move_iterator(pending_.begin()), std::make_move_iterator(pending_.end()));
         pending_.clear();
+        held_stores = held_stores || pending_stores_;
+        pending_stores_ = false;
       }
       has_commit_ = false;
       urgent_commit_ = false;
@@ -147,6 +153,7 @@ void RocksDbStore::storage_thread_main() {
     Round round(*impl_);
     round.run(held, cut);
     held.erase(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(cut));
+    held_stores = std::any_of(held.begin(), held.end(), [](const Op& op) { return op.kind == Op::Kind::kEnqueue && op.has_blob; });
     pending_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
     auto& done = round.done();
     if (done.empty()) continue;

@@ -219,6 +219,7 @@ void RocksDbStore::submit(Op&& op, bool is_commit) {
         has_commit_ = true;
         urgent_commit_ = urgent_commit_ || op.urgent;
       }
+      if (op.kind == Op::Kind::kEnqueue && op.has_blob) pending_stores_ = true;
       pending_.push_back(std::move(op));
       if (is_commit) last_commit_ = pending_.size() - 1;
       const std::uint64_t total = pending_bytes_.fetch_add(bytes, std::memory_order_relaxed) + bytes;

@@ -132,6 +132,10 @@ class RocksDbStore final : public Store {
   bool urgent_commit_ = false;  // guarded: a commit() is pending
   std::size_t last_commit_ = 0;  // guarded: its index in pending_
   std::int64_t first_commit_at_ns_ = 0;  // guarded: when the oldest pending one was submitted
+  // guarded: pending_ stores a message (an enqueue with its blob). Holding
+  // turns pays only if a message stored in them may be removed before it is
+  // written; turns of acks alone (a backlog drained) are written at once.
+  bool pending_stores_ = false;
   bool stopping_ = false;    // guarded
   bool closed_ = false;      // guarded
   std::atomic<std::uint64_t> pending_bytes_{0};
