@@ -5,7 +5,7 @@ MB_DEB_PACKAGES=(
   capnproto libcapnp-dev librocksdb-dev libasio-dev libfmt-dev libspdlog-dev libcli11-dev
   nlohmann-json3-dev doctest-dev libssl-dev librabbitmq-dev libclang-rt-14-dev libcpp-httplib-dev
   python3-celery python3-kombu python3-amqp python3-pika python3-pytest python3-matplotlib
-  amqp-tools rabbitmq-server procps iproute2
+  amqp-tools rabbitmq-server procps iproute2 bolt-16
   chromium nodejs
 )
 # The dashboard test drives chromium with playwright-core from npm. NodeSource's
