@@ -7,7 +7,6 @@
 //   kPermission  vhost \0 user     -> {user, vhost, configure, write, read}
 #include "broker/access.hpp"
 
-#include <openssl/evp.h>  // EVP_EncodeBlock, EVP_DecodeBlock: plain functions, no OpenSSL initialisation
 #include <spdlog/spdlog.h>
 #include <string.h>  // explicit_bzero
 #include <sys/random.h>
@@ -19,6 +18,7 @@
 #include "broker/record.hpp"
 #include "broker/sha256.hpp"
 #include "common/amqp/bytes.hpp"
+#include "common/base64.hpp"
 #include "common/amqp/field_table.hpp"
 
 namespace mb::broker::access {
@@ -91,25 +91,11 @@ bool password_matches(std::string_view stored_hash, std::string_view password) {
   return diff == 0;
 }
 
-std::string encode_base64(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
+std::string encode_base64(std::string_view bytes) { return mb::base64_encode(bytes); }
 
 std::optional<std::string> decode_base64(std::string_view text) {
-  if (text.size() % 4 != 0) return std::nullopt;
-  std::string out(3 * (text.size() / 4) + 1, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
-  if (n < 0) return std::nullopt;
-  std::size_t size = static_cast<std::size_t>(n);
-  // EVP_DecodeBlock counts the padding as zero bytes.
-  for (std::size_t i = text.size(); i > 0 && text[i - 1] == '=' && size > 0; --i) --size;
-  out.resize(size);
-  return out;
+  if (text.size() % 4 != 0) return std::nullopt;  // padded, as RabbitMQ's definitions are
+  return mb::base64_decode(text);
 }
 
 // ---- entities ----------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include <chrono>
 
 #include "broker/durable.hpp"
+#include "broker/openssl/loader.hpp"
 #include "broker/store/rocksdb_store.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)  // GCC; clang: __has_feature(address_sanitizer)
@@ -110,6 +111,7 @@ std::uint16_t Broker::start() {
   spdlog::info("minibroker listening on {}:{}", options_.bind, port);
   accept();
   if (!options_.tls_cert.empty()) {
+    if (std::string error; !openssl::load(&error)) throw std::runtime_error("AMQPS: " + error);
     tls_context_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
     tls_context_->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                               asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |

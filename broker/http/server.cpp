@@ -7,7 +7,7 @@
 
 #include "broker/broker.hpp"
 #include "broker/http/access_api.hpp"
-#include "broker/http/base64.hpp"
+#include "common/base64.hpp"
 
 namespace mb::http {
 namespace {

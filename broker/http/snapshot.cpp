@@ -10,7 +10,7 @@
 #include "broker/broker.hpp"
 #include "broker/connection.hpp"
 #include "broker/errors.hpp"
-#include "broker/http/base64.hpp"
+#include "common/base64.hpp"
 #include "common/amqp/properties.hpp"
 
 namespace mb::mgmt {
@@ -59,7 +59,7 @@ void put_payload(json& j, std::string_view body, bool force_base64) {
     j["payload"] = std::string(body);
     j["payload_encoding"] = "string";
   } else {
-    j["payload"] = http::base64_encode(body);
+    j["payload"] = base64_encode(body);
     j["payload_encoding"] = "base64";
   }
 }
@@ -85,7 +85,7 @@ json field_value_json(const amqp::FieldValue& v) {
         } else if constexpr (std::is_same_v<T, amqp::ByteArray>) {
           return x.bytes;
         } else if constexpr (std::is_same_v<T, std::string>) {
-          return valid_utf8(x) ? json(x) : json(http::base64_encode(x));
+          return valid_utf8(x) ? json(x) : json(base64_encode(x));
         } else {
           return x;
         }
@@ -791,7 +791,7 @@ Outcome publish_message(Vhost& vh, broker::VhostEnv& env, const std::string& pat
   std::string payload = body["payload"].get<std::string>();
   const std::string enc = body["payload_encoding"].get<std::string>();
   if (enc == "base64") {
-    std::optional<std::string> decoded = http::base64_decode(payload);
+    std::optional<std::string> decoded = base64_decode(payload);
     if (!decoded) return error_outcome(400, "payload is not valid base64");
     payload = std::move(*decoded);
   } else if (enc != "string") {

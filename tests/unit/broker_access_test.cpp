@@ -96,6 +96,8 @@ TEST_CASE("base64 round trip") {
   }
   CHECK(encode_base64("abcd") == "YWJjZA==");
   CHECK_FALSE(decode_base64("abc"));
+  CHECK_FALSE(decode_base64("YW=jZA=="));  // padding only at the end
+  CHECK_FALSE(decode_base64("YWJ\nZA=="));  // outside the alphabet
 }
 
 TEST_CASE("permissions: patterns searched anywhere, empty matches nothing, bad regex refused") {

@@ -1,4 +1,4 @@
-// RFC 4648 base64, for the Authorization header and message payloads.
+// RFC 4648 base64: HTTP Authorization headers, message payloads, password hashes.
 #pragma once
 
 #include <cstdint>
@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace mb::http {
+namespace mb {
 
 inline std::string base64_encode(std::string_view in) {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -56,4 +56,4 @@ inline std::optional<std::string> base64_decode(std::string_view in) {
   return out;
 }
 
-}  // namespace mb::http
+}  // namespace mb
