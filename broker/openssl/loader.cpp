@@ -53,8 +53,8 @@ void load_once() {
     failure = dlerror();
     return;
   }
-  // Resolve all before publishing any: a slot holds either its stub or the
-  // real function, and every slot is written before the first real call.
+  // Resolve all before publishing any: a slot holds either its first-call entry
+  // or the real function, and every slot is written before the first real call.
   void* resolved[std::size(kFunctions)];
   for (std::size_t i = 0; i < std::size(kFunctions); ++i) {
     resolved[i] = dlsym(ssl, kFunctions[i].name);  // libssl's dependencies include libcrypto
@@ -81,7 +81,7 @@ bool loaded() { return ok.load(std::memory_order_acquire); }
 
 }  // namespace mb::openssl
 
-// Called by a trampoline's stub with the address of its slot, on the first call
+// Called by a trampoline's first-call entry with the address of its slot, on the first call
 // of any OpenSSL function: loads OpenSSL and returns the function to jump to.
 extern "C" [[gnu::visibility("hidden")]] void* mb_openssl_resolve(void** slot) {
   std::string error;
@@ -93,8 +93,10 @@ extern "C" [[gnu::visibility("hidden")]] void* mb_openssl_resolve(void** slot) {
 }
 
 // asio's OpenSSL initialiser calls this from a static destructor, whether or not
-// TLS was used: forwarded only when OpenSSL is loaded.
-extern "C" void CONF_modules_unload(int all) {
+// TLS was used: forwarded only when OpenSSL is loaded. Hidden, so that in a
+// process that also links libcrypto (broker_sha256_test) it replaces nothing
+// but asio's call.
+extern "C" [[gnu::visibility("hidden")]] void CONF_modules_unload(int all) {
   if (mb::openssl::loaded() && mb::openssl::real_conf_modules_unload != nullptr)
     mb::openssl::real_conf_modules_unload(all);
 }

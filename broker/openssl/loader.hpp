@@ -5,7 +5,8 @@
 // and relocations are read at start-up), most of which never serve TLS. So the
 // executable does not link them: trampolines.S defines the functions asio calls
 // (functions.inc), each a jump through a slot that starts out pointing at a
-// stub which loads libssl.so.3 and libcrypto.so.3 and fills every slot.
+// first-call entry that loads libssl.so.3 and libcrypto.so.3 and fills every
+// slot (lazy binding, as a PLT does).
 #pragma once
 
 #include <string>

@@ -1,6 +1,7 @@
 /* minibroker's OpenSSL entry points (x86-64, System V ABI). Each function of
  * functions.inc is a jump through its slot. A slot starts out pointing at that
- * function's lazy stub, which saves the argument registers, has
+ * function's first-call entry (lazy binding, as a PLT does), which saves the
+ * argument registers, has
  * mb_openssl_resolve (loader.cpp) load OpenSSL and fill every slot, restores
  * the registers and jumps to the real function: the caller sees a plain call.
  * A broker that never serves AMQPS never maps libssl or libcrypto. */

@@ -2,7 +2,7 @@
 //
 // Test concerns
 //   [x] libssl and libcrypto are not mapped before the first OpenSSL call
-//   [x] the first call, made with four arguments through the lazy stub, loads
+//   [x] the first call, made with four arguments through the first-call entry, loads
 //       OpenSSL and reaches the real function with its arguments intact
 //   [x] later calls go straight to OpenSSL; load() then reports success
 //   [x] asio::ssl runs on top: a context, its options, an OpenSSL error message
@@ -41,7 +41,7 @@ TEST_CASE("the first OpenSSL call loads it, with its arguments intact") {
 
   BIO* a = nullptr;
   BIO* b = nullptr;
-  REQUIRE(BIO_new_bio_pair(&a, 4096, &b, 8192) == 1);  // rdi, rsi, rdx, rcx through the stub
+  REQUIRE(BIO_new_bio_pair(&a, 4096, &b, 8192) == 1);  // rdi, rsi, rdx, rcx through the first-call entry
   CHECK(openssl::loaded());
   CHECK(mapped("libssl.so"));
   CHECK(mapped("libcrypto.so"));
