@@ -7,6 +7,8 @@
 //   mb_loadgen transient   [--ack manual|auto] [--duration S] [--size B] [--prefetch N]
 //   mb_loadgen persistent  [--duration S] [--window N]
 //   mb_loadgen latency     [--rate R] [--duration S]
+//   mb_loadgen latency-floor [--rate R] [--duration S]
+//                          (latency through a null broker forked from this process)
 //   mb_loadgen fanout      [--queues N] [--duration S]
 //   mb_loadgen backlog     [--count N] [--size B] [--window N]
 //   mb_loadgen connections [--count N] [--threads T]
@@ -28,6 +30,10 @@
 #include <amqp_tcp_socket.h>
 
 #include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -754,7 +760,7 @@ std::string run_throughput(const Opts& o, const std::string& name, bool persiste
 }
 
 // Latency: paced publishing at --rate msg/s, timestamp (CLOCK_MONOTONIC ns) in the body.
-std::string run_latency(const Opts& o) {
+std::string run_latency(const Opts& o, const char* scenario = "latency") {
   long pid = o.integer("broker-pid", 0);
   double duration = o.num("duration", 10), warmup = o.num("warmup", 1);
   double rate = o.num("rate", 1000);
@@ -838,7 +844,7 @@ std::string run_latency(const Opts& o) {
   for (auto v : lat) mean += double(v);
   mean = lat.empty() ? NAN : mean / double(lat.size()) / 1e6;
   Json j;
-  j.s("scenario", "latency").b("ok", err.empty());
+  j.s("scenario", scenario).b("ok", err.empty());
   if (!err.empty()) j.s("error", err);
   j.n("rate", rate)
       .i("samples", long(lat.size()))
@@ -1511,6 +1517,178 @@ std::string run_selftest(const Opts& o0) {
   return j.str();
 }
 
+// ---------------------------------------------------------------- latency floor
+// What a broker cannot go below on this machine: the latency scenario, same
+// client code, against a null broker in a child process. It answers the
+// handshake and the few methods the scenario sends, and turns each publish into
+// a delivery to the one consumer (method frame rewritten, content frames copied)
+// with one send() per batch of input; acks are read and dropped. No queue, no
+// routing, no allocation per message: two loopback TCP hops and the wake-ups of
+// three processes, which is what the latency of any broker built as a process
+// between producer and consumer includes.
+
+struct NullConn {
+  int fd = -1;
+  std::vector<uint8_t> in, out;
+  size_t have = 0;
+  bool relaying = false;  // between a publish and the end of its content
+};
+
+// Appends the method reply (class, method, arguments) for channel ch.
+template <typename Args>
+void null_reply(NullConn& c, uint16_t ch, uint16_t cls, uint16_t mid, Args&& args) {
+  Buf m;
+  m.u16(cls), m.u16(mid);
+  args(m);
+  frame(c.out, AMQP_FRAME_METHOD, ch, m.b);
+}
+
+// Serves until killed: by the parent when the scenario ends, or through
+// PR_SET_PDEATHSIG when the parent dies.
+[[noreturn]] void null_broker(int lfd) {
+  int ep = ::epoll_create1(0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = lfd;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+  std::map<int, NullConn> conns;
+  int consumer = -1;
+  uint16_t consumer_ch = 0;
+  uint64_t delivery_tag = 0;
+  auto drop = [&](int fd) {
+    ::close(fd);
+    conns.erase(fd);
+    if (fd == consumer) consumer = -1;
+  };
+  auto none = [](Buf&) {};
+  for (;;) {
+    epoll_event ready[16];
+    int n = ::epoll_wait(ep, ready, 16, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) _exit(1);
+    for (int i = 0; i < n; ++i) {
+      int fd = ready[i].data.fd;
+      if (fd == lfd) {
+        int cfd = ::accept(lfd, nullptr, nullptr);
+        if (cfd < 0) continue;
+        int one = 1;
+        ::setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conns[cfd].fd = cfd;
+        conns[cfd].in.resize(1 << 16);
+        ev.data.fd = cfd;
+        ::epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev);
+        continue;
+      }
+      NullConn& c = conns[fd];
+      ssize_t r = ::recv(fd, c.in.data() + c.have, c.in.size() - c.have, 0);
+      if (r <= 0) {
+        if (r < 0 && errno == EINTR) continue;
+        drop(fd);
+        continue;
+      }
+      c.have += size_t(r);
+      size_t pos = 0;
+      bool closing = false;
+      if (c.in[0] == 'A') {  // protocol header
+        if (c.have < 8) continue;
+        pos = 8;
+        null_reply(c, 0, 10, 10, [](Buf& m) { m.u8(0), m.u8(9), m.u32(0), m.lstr("PLAIN"), m.lstr("en_US"); });
+      }
+      NullConn* dst = consumer >= 0 ? &conns[consumer] : nullptr;
+      while (c.have - pos >= 7) {
+        const uint8_t* fh = c.in.data() + pos;
+        uint32_t len = (uint32_t(fh[3]) << 24) | (uint32_t(fh[4]) << 16) | (uint32_t(fh[5]) << 8) | fh[6];
+        if (c.have - pos < 8 + size_t(len)) {
+          if (8 + size_t(len) > c.in.size()) c.in.resize(8 + size_t(len));
+          break;
+        }
+        uint16_t ch = uint16_t((fh[1] << 8) | fh[2]);
+        const uint8_t* pl = fh + 7;
+        pos += 8 + len;
+        if (fh[0] != AMQP_FRAME_METHOD) {
+          if (c.relaying && dst != nullptr) {  // content of a publish: copied onto the consumer's channel
+            size_t at = dst->out.size();
+            dst->out.insert(dst->out.end(), fh, fh + 8 + len);
+            dst->out[at + 1] = uint8_t(consumer_ch >> 8), dst->out[at + 2] = uint8_t(consumer_ch);
+          }
+          continue;
+        }
+        uint16_t cls = uint16_t((pl[0] << 8) | pl[1]), mid = uint16_t((pl[2] << 8) | pl[3]);
+        if (cls == 60 && mid == 40) {  // basic.publish: reserved, exchange, routing key, bits
+          c.relaying = true;
+          if (dst == nullptr) continue;
+          const uint8_t* ex = pl + 6;
+          const uint8_t* rk = ex + 1 + ex[0];
+          Buf m;
+          m.u16(60), m.u16(60), m.sstr("null"), m.u64(++delivery_tag), m.u8(0);
+          m.b.insert(m.b.end(), ex, rk + 1 + rk[0]);  // exchange and routing key as published
+          frame(dst->out, AMQP_FRAME_METHOD, consumer_ch, m.b);
+        } else if (cls == 60 && mid == 80) {  // basic.ack: dropped
+        } else if (cls == 10 && mid == 11) {
+          null_reply(c, 0, 10, 30, [](Buf& m) { m.u16(2047), m.u32(131072), m.u16(0); });
+        } else if (cls == 10 && mid == 40) {
+          null_reply(c, 0, 10, 41, [](Buf& m) { m.sstr(""); });
+        } else if (cls == 10 && mid == 50) {
+          null_reply(c, 0, 10, 51, none);
+          closing = true;
+        } else if (cls == 20 && mid == 10) {
+          null_reply(c, ch, 20, 11, [](Buf& m) { m.u32(0); });
+        } else if (cls == 20 && mid == 40) {
+          null_reply(c, ch, 20, 41, none);
+        } else if (cls == 50 && mid == 10) {  // queue.declare: reserved, queue name, ...
+          std::string q(reinterpret_cast<const char*>(pl + 7), pl[6]);
+          null_reply(c, ch, 50, 11, [&](Buf& m) { m.sstr(q), m.u32(0), m.u32(0); });
+        } else if (cls == 50 && mid == 40) {
+          null_reply(c, ch, 50, 41, [](Buf& m) { m.u32(0); });
+        } else if (cls == 60 && mid == 10) {
+          null_reply(c, ch, 60, 11, none);
+        } else if (cls == 60 && mid == 20) {
+          null_reply(c, ch, 60, 21, [](Buf& m) { m.sstr("null"); });
+          consumer = fd, consumer_ch = ch;
+          dst = &c;
+        }
+      }
+      std::memmove(c.in.data(), c.in.data() + pos, c.have - pos);
+      c.have -= pos;
+      for (auto& [ofd, oc] : conns)
+        if (!oc.out.empty()) {
+          write_all(ofd, oc.out.data(), oc.out.size());
+          oc.out.clear();
+        }
+      if (closing) drop(fd);
+    }
+  }
+}
+
+// The latency scenario against the null broker: same options, same JSON, with
+// "scenario":"latency_floor"; broker_cpu is the null broker's.
+std::string run_latency_floor(const Opts& o0) {
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(lfd, 16) ||
+      ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &al))
+    throw std::runtime_error("latency_floor: cannot listen");
+  pid_t child = ::fork();  // before any thread of this process starts
+  if (child < 0) throw std::runtime_error("latency_floor: fork failed");
+  if (child == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    null_broker(lfd);
+  }
+  ::close(lfd);
+  Opts o = o0;
+  o.kv["host"] = "127.0.0.1";
+  o.kv["port"] = std::to_string(ntohs(a.sin_port));
+  o.kv["broker-pid"] = std::to_string(child);
+  struct Reap {
+    pid_t pid;
+    ~Reap() { ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0); }
+  } reap{child};
+  return run_latency(o, "latency_floor");
+}
+
 std::string run_probe(const Opts& o) {
   int64_t t0 = now_ns();
   Conn c;
@@ -1533,7 +1711,7 @@ void raise_nofile() {
 int usage() {
   std::fprintf(stderr,
                "usage: mb_loadgen SCENARIO [--key value]...\n"
-               "scenarios: transient persistent latency fanout backlog connections tasks probe selftest\n"
+               "scenarios: transient persistent latency latency-floor fanout backlog connections tasks probe selftest\n"
                "common: --host --port --user --password --vhost --broker-pid\n"
                "see the comment at the top of bench/mb_loadgen.cpp for each scenario's options\n");
   return 2;
@@ -1561,6 +1739,7 @@ int main(int argc, char** argv) {
     else if (sc == "persistent") out = run_throughput(o, "persistent", true, false);
     else if (sc == "fanout") out = run_throughput(o, "fanout", false, true);
     else if (sc == "latency") out = run_latency(o);
+    else if (sc == "latency-floor") out = run_latency_floor(o);
     else if (sc == "backlog") out = run_backlog(o);
     else if (sc == "connections") out = run_connections(o);
     else if (sc == "tasks") out = run_tasks(o);
