@@ -1,6 +1,7 @@
 // TaskTracker: see task_tracker.hpp for what is observed and what is not.
 #include "broker/tasks/tracker/task_tracker.hpp"
 
+#include <fmt/compile.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -145,16 +146,23 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 // this writes the same JSON as dump(task_to_json(t)) (which the API serves and
 // restore() reads) straight into one reused buffer.
 
+// A byte a JSON string cannot hold as it is: a control character, '"' or '\\'.
+bool needs_escape(char ch) {
+  const auto c = static_cast<unsigned char>(ch);
+  return c < 0x20 || c == '"' || c == '\\';
+}
+
 // Appends text as a JSON string; text must be valid UTF-8 (clip() makes it so).
+// Runs of plain bytes are copied with one append each: most fields are short
+// or empty, so the cost is in the appends, not in the scan.
 void append_json_string(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
-  std::size_t plain = 0;  // start of the run of bytes copied as they are
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(text.substr(plain, i - plain));
-    plain = i + 1;
+  for (auto it = text.begin();;) {
+    const auto special = std::find_if(it, text.end(), needs_escape);
+    out.append(it, special);
+    if (special == text.end()) break;
+    const auto c = static_cast<unsigned char>(*special);
     switch (c) {
       case '"': out.append("\\\""); break;
       case '\\': out.append("\\\\"); break;
@@ -166,32 +174,30 @@ void append_json_string(std::string& out, std::string_view text) {
         out.push_back(kHex[c >> 4]);
         out.push_back(kHex[c & 0xF]);
     }
+    it = special + 1;
   }
-  out.append(text.substr(plain));
   out.push_back('"');
 }
 
-// Starts a member of the object being written: a separator unless first, then "name":.
-void append_key(std::string& out, std::string_view name) {
-  if (out.back() != '{') out.push_back(',');
-  append_json_string(out, name);
-  out.push_back(':');
-}
-
-void append_text(std::string& out, std::string_view name, std::string_view text) {
-  append_key(out, name);
+// The members are written in a fixed order, so each one starts with a
+// literal: `{"id":` for the first, `,"name":` for the others (no name needs escaping).
+void append_text(std::string& out, std::string_view member, std::string_view text) {
+  out.append(member);
   append_json_string(out, text);
 }
 
-void append_count(std::string& out, std::string_view name, std::uint64_t n) {
-  append_key(out, name);
-  fmt::format_to(std::back_inserter(out), "{}", n);
+void append_count(std::string& out, std::string_view member, std::uint64_t n) {
+  out.append(member);
+  const fmt::format_int digits(n);
+  out.append(digits.data(), digits.size());
 }
 
-// Shortest round-trip form; a non-finite value (a peer's runtime) has no JSON form and is written as 0.
-void append_number(std::string& out, std::string_view name, double x) {
-  append_key(out, name);
-  fmt::format_to(std::back_inserter(out), "{}", std::isfinite(x) ? x : 0.0);
+// Shortest round-trip form ("{}"); a non-finite value (a peer's runtime) has no JSON form and is written as 0.
+void append_number(std::string& out, std::string_view member, double x) {
+  out.append(member);
+  char buf[32];  // the shortest form of a double is at most 24 characters ("-2.2250738585072014e-308")
+  const char* end = fmt::format_to(buf, FMT_COMPILE("{}"), std::isfinite(x) ? x : 0.0);
+  out.append(buf, static_cast<std::size_t>(end - buf));
 }
 
 std::string json_text(const json& j) { return j.is_string() ? j.get<std::string>() : dump(j); }
@@ -294,29 +300,29 @@ json task_to_json(const TaskRecord& t) {
 
 // The stored form: the members of task_to_json, written into out (cleared first).
 void write_task_record(std::string& out, const TaskRecord& t) {
-  out.assign("{");
+  out.clear();
   const bool ascii_id = std::all_of(t.id.begin(), t.id.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
   std::string repaired;  // a peer's id as served: invalid UTF-8 replaced
   if (!ascii_id) repaired = valid_utf8(t.id);
-  append_text(out, "id", ascii_id ? std::string_view(t.id) : std::string_view(repaired));
-  append_text(out, "name", t.name);
-  append_text(out, "state", state_name(t.state));
-  append_text(out, "args", t.args);
-  append_text(out, "kwargs", t.kwargs);
-  append_text(out, "result", t.result);
-  append_text(out, "error", t.error);
-  append_text(out, "traceback", t.traceback);
-  append_text(out, "worker", t.worker);
-  append_text(out, "exchange", t.exchange);
-  append_text(out, "routing_key", t.routing_key);
-  append_text(out, "format", t.format);
-  append_count(out, "retries", t.retries);
-  append_number(out, "sent", t.sent);
-  append_number(out, "received", t.received);
-  append_number(out, "started", t.started);
-  append_number(out, "finished", t.finished);
-  append_number(out, "runtime", t.runtime);
-  append_count(out, "seq", t.seq);
+  append_text(out, R"({"id":)", ascii_id ? std::string_view(t.id) : std::string_view(repaired));
+  append_text(out, R"(,"name":)", t.name);
+  append_text(out, R"(,"state":)", state_name(t.state));
+  append_text(out, R"(,"args":)", t.args);
+  append_text(out, R"(,"kwargs":)", t.kwargs);
+  append_text(out, R"(,"result":)", t.result);
+  append_text(out, R"(,"error":)", t.error);
+  append_text(out, R"(,"traceback":)", t.traceback);
+  append_text(out, R"(,"worker":)", t.worker);
+  append_text(out, R"(,"exchange":)", t.exchange);
+  append_text(out, R"(,"routing_key":)", t.routing_key);
+  append_text(out, R"(,"format":)", t.format);
+  append_count(out, R"(,"retries":)", t.retries);
+  append_number(out, R"(,"sent":)", t.sent);
+  append_number(out, R"(,"received":)", t.received);
+  append_number(out, R"(,"started":)", t.started);
+  append_number(out, R"(,"finished":)", t.finished);
+  append_number(out, R"(,"runtime":)", t.runtime);
+  append_count(out, R"(,"seq":)", t.seq);
   out.push_back('}');
 }
 
