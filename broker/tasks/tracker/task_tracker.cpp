@@ -471,13 +471,12 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
     }
   }
 
-  auto found = tasks_.find(*id);
-  const bool existed = found != tasks_.end();
-  TaskRecord& t = existed ? found->second : touch_task(*id, now);
+  const Touched touched = touch_task(*id, now);
+  TaskRecord& t = touched.task;
   t.name = clip(*name);
   TaskTypeStats& stats = types_[t.name];
   ++stats.published;
-  if (existed && retries > t.retries) ++stats.retried;  // Celery's retry re-publishes the same id with retries + 1
+  if (!touched.created && retries > t.retries) ++stats.retried;  // Celery's retry re-publishes the same id with retries + 1
   dirty_types_.insert(t.name);
   t.retries = retries;
   t.exchange = clip(exchange);
@@ -601,9 +600,9 @@ void TaskTracker::observe_event(const json& e, double now) {
   const std::string id = string_or_empty(e, "uuid");
   if (id.empty()) return;
   if (!hostname.empty()) touch_worker(hostname, at);
-  const bool existed = tasks_.contains(id);
-  TaskRecord& t = touch_task(id, now);
-  if (!existed) t.format = "event";
+  const Touched touched = touch_task(id, now);
+  TaskRecord& t = touched.task;
+  if (touched.created) t.format = "event";
   if (t.name.empty() && e.contains("name")) t.name = clip(string_or_empty(e, "name"));
   if (t.args.empty() && e.contains("args")) t.args = clip(string_or_empty(e, "args"));
   if (t.kwargs.empty() && e.contains("kwargs")) t.kwargs = clip(string_or_empty(e, "kwargs"));
@@ -660,24 +659,23 @@ void TaskTracker::observe_worker_event(const json& e, std::string_view type, dou
 
 // ---- state ------------------------------------------------------------------
 
-TaskRecord& TaskTracker::touch_task(std::string_view id, double now) {
-  if (auto it = tasks_.find(id); it != tasks_.end()) return it->second;
+TaskTracker::Touched TaskTracker::touch_task(std::string_view id, double now) {
+  if (auto it = tasks_.find(id); it != tasks_.end()) return {it->second, false};
   while (tasks_.size() >= options_.max_tasks && !by_seq_.empty()) evict_oldest();
-  auto [it, _] = tasks_.emplace(std::string(id), TaskRecord{});
-  TaskRecord& t = it->second;
-  t.id = it->first;
+  TaskRecord& t = tasks_.try_emplace(std::string(id)).first->second;  // built in place: id is not there
+  t.id = id;
   t.seq = next_seq_++;
   t.sent = now;
-  by_seq_.emplace(t.seq, t.id);
-  return t;
+  by_seq_.emplace(t.seq, &t);
+  return {t, true};
 }
 
 void TaskTracker::evict_oldest() {
   auto oldest = by_seq_.begin();
-  const std::string id = std::move(oldest->second);
+  std::string id = oldest->second->id;
   by_seq_.erase(oldest);
   tasks_.erase(id);  // a pending write of it is skipped (flush() finds no record for its seq)
-  deleted_tasks_.push_back(id);
+  deleted_tasks_.push_back(std::move(id));
   ++evicted_;
 }
 
@@ -768,9 +766,11 @@ void TaskTracker::restore() {
       if (rec.key.starts_with(kTaskKey)) {
         TaskRecord t = task_from_json(j);
         next_seq_ = std::max(next_seq_, t.seq + 1);
-        by_seq_.emplace(t.seq, t.id);
-        std::string id = t.id;
-        tasks_.insert_or_assign(std::move(id), std::move(t));
+        auto [it, created] = tasks_.try_emplace(t.id);
+        // Two stored ids that are not UTF-8 can read back as the same text: the later record wins.
+        if (!created) by_seq_.erase(it->second.seq);
+        it->second = std::move(t);
+        by_seq_.emplace(it->second.seq, &it->second);
       } else if (rec.key.starts_with(kTypeKey)) {
         types_.insert_or_assign(rec.key.substr(kTypeKey.size()), stats_from_json(j));
       } else if (rec.key.starts_with(kWorkerKey)) {
@@ -819,7 +819,7 @@ void TaskTracker::flush() {
   for (const std::uint64_t seq : dirty_tasks_) {
     auto s = by_seq_.find(seq);
     if (s == by_seq_.end()) continue;  // evicted since
-    TaskRecord& t = tasks_.find(s->second)->second;
+    TaskRecord& t = *s->second;
     t.dirty = false;
     write_task_record(value_, t);
     store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(t.id), value_);
@@ -864,7 +864,7 @@ json TaskTracker::list_tasks(const TaskQuery& q) const {
   json items = json::array();
   std::size_t total = 0;
   for (auto it = by_seq_.rbegin(); it != by_seq_.rend(); ++it) {
-    const TaskRecord& t = tasks_.find(it->second)->second;
+    const TaskRecord& t = *it->second;
     if (q.state && t.state != *q.state) continue;
     if (!q.name.empty() && t.name != q.name) continue;
     if (total >= q.offset && items.size() < q.limit) items.push_back(task_to_json(t));

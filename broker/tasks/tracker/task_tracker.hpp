@@ -179,7 +179,11 @@ class TaskTracker {
   void observe_event(const nlohmann::json& e, double now);
   void observe_worker_event(const nlohmann::json& e, std::string_view type, double now);
 
-  TaskRecord& touch_task(std::string_view id, double now);  // finds or creates (evicting)
+  struct Touched {
+    TaskRecord& task;
+    bool created;  // not tracked before this call
+  };
+  Touched touch_task(std::string_view id, double now);  // finds or creates (evicting), with one lookup
   // Moves t to a final state once: counters and runtime are counted on the first arrival only.
   void finish(TaskRecord& t, TaskState s, double at, double runtime);
   void set_state(TaskRecord& t, TaskState s);
@@ -200,7 +204,9 @@ class TaskTracker {
   TrackerOptions options_;
   store::Store* store_;  // HELD NOT OWNED; null: no persistence
   broker::StringMap<TaskRecord> tasks_;
-  std::map<std::uint64_t, std::string> by_seq_;  // seq -> id, oldest first
+  // seq -> the record in tasks_, oldest first. tasks_ is node-based, so the
+  // pointers stay valid until the record is erased (evict_oldest() only).
+  std::map<std::uint64_t, TaskRecord*> by_seq_;
   broker::StringMap<TaskTypeStats> types_;
   broker::StringMap<WorkerRecord> workers_;
   std::uint64_t next_seq_ = 1;
