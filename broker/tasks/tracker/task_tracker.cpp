@@ -112,10 +112,15 @@ TaskHeaders scan_task_headers(std::string_view encoded) {
 std::string valid_utf8(std::string_view in) {
   std::string out;
   out.reserve(in.size());
+  std::size_t plain = 0;  // start of the run of valid bytes not yet copied (one append per run)
   std::size_t i = 0;
   while (i < in.size()) {
     const auto c = static_cast<unsigned char>(in[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (c < 0x80) {  // ASCII, nearly every byte seen
+      ++i;
+      continue;
+    }
+    std::size_t n = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
     bool ok = n > 0 && i + n <= in.size();
     for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
     if (ok && n == 2) ok = c >= 0xC2;  // no overlong forms
@@ -128,13 +133,14 @@ std::string valid_utf8(std::string_view in) {
       ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90) && c <= 0xF4;
     }
     if (ok) {
-      out.append(in.substr(i, n));
       i += n;
-    } else {
-      out.append("\xEF\xBF\xBD");
-      ++i;
+      continue;
     }
+    out.append(in.substr(plain, i - plain));
+    out.append("\xEF\xBF\xBD");
+    plain = ++i;
   }
+  out.append(in.substr(plain));
   return out;
 }
 
