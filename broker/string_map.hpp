@@ -28,6 +28,9 @@ using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>
 // and erase, insert into an empty bucket and rehash re-hash keys too: for keys
 // past the short-string buffer that is a read of the key's heap block, a cache
 // miss when the table is large (the task tracker keeps up to 20,000 ids).
+// libstdc++ documents specialising the trait for one's own hash to get the
+// codes stored; it changes the table's layout, and StringMap never crosses a
+// library boundary.
 template <>
 struct std::__is_fast_hash<mb::broker::StringHash> : std::false_type {};
 #endif
