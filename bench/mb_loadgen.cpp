@@ -1310,13 +1310,53 @@ struct Buf {
 };
 
 void frame(std::vector<uint8_t>& out, uint8_t type, uint16_t ch, const std::vector<uint8_t>& payload) {
-  Buf f;
-  f.u8(type);
-  f.u16(ch);
-  f.u32(uint32_t(payload.size()));
-  out.insert(out.end(), f.b.begin(), f.b.end());
+  const auto n = uint32_t(payload.size());
+  const uint8_t head[7] = {type, uint8_t(ch >> 8), uint8_t(ch), uint8_t(n >> 24), uint8_t(n >> 16), uint8_t(n >> 8),
+                           uint8_t(n)};
+  out.insert(out.end(), head, head + 7);
   out.insert(out.end(), payload.begin(), payload.end());
   out.push_back(AMQP_FRAME_END);
+}
+
+// What a minimal server (selftest's fake server, the null broker) writes: its
+// connection.start, and its replies to the methods a client sends around its
+// traffic. answer_method appends the reply to (cls, mid) and returns true, or
+// returns false for a method it does not answer (publish, ack, ...). args is
+// the method's arguments (after class and method id).
+constexpr const char* kFakeConsumerTag = "ctag";
+
+void append_method(std::vector<uint8_t>& out, uint16_t ch, uint16_t cls, uint16_t mid,
+                   const std::function<void(Buf&)>& args) {
+  Buf m;
+  m.u16(cls), m.u16(mid);
+  args(m);
+  frame(out, AMQP_FRAME_METHOD, ch, m.b);
+}
+
+void append_connection_start(std::vector<uint8_t>& out) {
+  append_method(out, 0, 10, 10, [](Buf& m) { m.u8(0), m.u8(9), m.u32(0), m.lstr("PLAIN"), m.lstr("en_US"); });
+}
+
+bool answer_method(std::vector<uint8_t>& out, uint16_t ch, uint16_t cls, uint16_t mid, const uint8_t* args,
+                   size_t args_len) {
+  auto none = [](Buf&) {};
+  switch ((uint32_t(cls) << 16) | mid) {
+    case (10u << 16) | 11: append_method(out, 0, 10, 30, [](Buf& m) { m.u16(2047), m.u32(131072), m.u16(0); }); return true;
+    case (10u << 16) | 40: append_method(out, 0, 10, 41, [](Buf& m) { m.sstr(""); }); return true;
+    case (10u << 16) | 50: append_method(out, 0, 10, 51, none); return true;
+    case (20u << 16) | 10: append_method(out, ch, 20, 11, [](Buf& m) { m.u32(0); }); return true;
+    case (20u << 16) | 40: append_method(out, ch, 20, 41, none); return true;
+    case (50u << 16) | 10: {  // queue.declare: reserved short, queue name, ...
+      std::string q;
+      if (args_len >= 3 && args_len >= 3u + args[2]) q.assign(reinterpret_cast<const char*>(args + 3), args[2]);
+      append_method(out, ch, 50, 11, [&](Buf& m) { m.sstr(q), m.u32(0), m.u32(0); });
+      return true;
+    }
+    case (50u << 16) | 40: append_method(out, ch, 50, 41, [](Buf& m) { m.u32(0); }); return true;
+    case (60u << 16) | 10: append_method(out, ch, 60, 11, none); return true;
+    case (60u << 16) | 20: append_method(out, ch, 60, 21, [](Buf& m) { m.sstr(kFakeConsumerTag); }); return true;
+    default: return false;
+  }
 }
 
 bool write_all(int fd, const uint8_t* p, size_t n) {
@@ -1348,18 +1388,9 @@ void fake_server_conn(int fd, const std::string& mode, uint64_t count, size_t si
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   uint8_t hdr[8];
   if (!read_all(fd, hdr, 8)) return ::close(fd), void();
-  auto method = [&](uint16_t ch, uint16_t cls, uint16_t mid, auto&& args) {
-    Buf m;
-    m.u16(cls);
-    m.u16(mid);
-    args(m);
-    std::vector<uint8_t> out;
-    frame(out, AMQP_FRAME_METHOD, ch, m.b);
-    write_all(fd, out.data(), out.size());
-  };
-  method(0, 10, 10, [](Buf& m) {
-    m.u8(0), m.u8(9), m.u32(0), m.lstr("PLAIN"), m.lstr("en_US");
-  });
+  std::vector<uint8_t> out;
+  append_connection_start(out);
+  write_all(fd, out.data(), out.size());
   std::thread blaster;
   std::vector<uint8_t> in(1 << 20);
   size_t have = 0, pos = 0;
@@ -1387,37 +1418,30 @@ void fake_server_conn(int fd, const std::string& mode, uint64_t count, size_t si
     pos += 8 + size_in;
     rx_bytes->fetch_add(size_in + 8, std::memory_order_relaxed);
     if (fh[0] != AMQP_FRAME_METHOD) continue;
+    if (size_in < 4) continue;
     uint16_t cls = uint16_t((pl[0] << 8) | pl[1]), mid = uint16_t((pl[2] << 8) | pl[3]);
-    auto none = [](Buf&) {};
-    if (cls == 10 && mid == 11) method(0, 10, 30, [](Buf& m) { m.u16(2047), m.u32(131072), m.u16(0); });
-    else if (cls == 10 && mid == 40) method(0, 10, 41, [](Buf& m) { m.sstr(""); });
-    else if (cls == 20 && mid == 10) method(ch, 20, 11, [](Buf& m) { m.u32(0); });
-    else if (cls == 60 && mid == 10) method(ch, 60, 11, none);
-    else if (cls == 60 && mid == 20) {
-      method(ch, 60, 21, [](Buf& m) { m.sstr("ctag"); });
-      if (mode == "deliver") {
-        blaster = std::thread([fd, ch, count, size] {
-          // One batch of 256 deliveries, encoded once and written again and again
-          // (the client does not check delivery tags), so the server costs little CPU.
-          std::vector<uint8_t> body(size, 'x'), batch;
-          for (int k = 0; k < 256; ++k) {
-            Buf m;
-            m.u16(60), m.u16(60), m.sstr("ctag"), m.u64(uint64_t(k) + 1), m.u8(0), m.sstr(""), m.sstr("q");
-            frame(batch, AMQP_FRAME_METHOD, ch, m.b);
-            Buf h;
-            h.u16(60), h.u16(0), h.u64(size), h.u16(0);
-            frame(batch, AMQP_FRAME_HEADER, ch, h.b);
-            frame(batch, AMQP_FRAME_BODY, ch, body);
-          }
-          for (uint64_t sent = 0; sent < count; sent += 256)
-            if (!write_all(fd, batch.data(), batch.size())) return;
-        });
-      }
-    } else if (cls == 20 && mid == 40) method(ch, 20, 41, none);
-    else if (cls == 10 && mid == 50) {
-      if (blaster.joinable()) blaster.join();
-      method(0, 10, 51, none);
-      break;
+    const bool closing = cls == 10 && mid == 50;
+    if (closing && blaster.joinable()) blaster.join();  // every delivery before close-ok
+    out.clear();
+    if (answer_method(out, ch, cls, mid, pl + 4, size_in - 4)) write_all(fd, out.data(), out.size());
+    if (closing) break;
+    if (cls == 60 && mid == 20 && mode == "deliver") {
+      blaster = std::thread([fd, ch, count, size] {
+        // One batch of 256 deliveries, encoded once and written again and again
+        // (the client does not check delivery tags), so the server costs little CPU.
+        std::vector<uint8_t> body(size, 'x'), batch;
+        for (int k = 0; k < 256; ++k) {
+          Buf m;
+          m.u16(60), m.u16(60), m.sstr(kFakeConsumerTag), m.u64(uint64_t(k) + 1), m.u8(0), m.sstr(""), m.sstr("q");
+          frame(batch, AMQP_FRAME_METHOD, ch, m.b);
+          Buf h;
+          h.u16(60), h.u16(0), h.u64(size), h.u16(0);
+          frame(batch, AMQP_FRAME_HEADER, ch, h.b);
+          frame(batch, AMQP_FRAME_BODY, ch, body);
+        }
+        for (uint64_t sent = 0; sent < count; sent += 256)
+          if (!write_all(fd, batch.data(), batch.size())) return;
+      });
     }
   }
   if (blaster.joinable()) blaster.join();
@@ -1534,15 +1558,6 @@ struct NullConn {
   bool relaying = false;  // between a publish and the end of its content
 };
 
-// Appends the method reply (class, method, arguments) for channel ch.
-template <typename Args>
-void null_reply(NullConn& c, uint16_t ch, uint16_t cls, uint16_t mid, Args&& args) {
-  Buf m;
-  m.u16(cls), m.u16(mid);
-  args(m);
-  frame(c.out, AMQP_FRAME_METHOD, ch, m.b);
-}
-
 // Serves until killed: by the parent when the scenario ends, or through
 // PR_SET_PDEATHSIG when the parent dies.
 [[noreturn]] void null_broker(int lfd) {
@@ -1555,12 +1570,12 @@ void null_reply(NullConn& c, uint16_t ch, uint16_t cls, uint16_t mid, Args&& arg
   int consumer = -1;
   uint16_t consumer_ch = 0;
   uint64_t delivery_tag = 0;
+  Buf deliver;  // a delivery's method payload, reused: no allocation per message once warm
   auto drop = [&](int fd) {
     ::close(fd);
     conns.erase(fd);
     if (fd == consumer) consumer = -1;
   };
-  auto none = [](Buf&) {};
   for (;;) {
     epoll_event ready[16];
     int n = ::epoll_wait(ep, ready, 16, -1);
@@ -1592,7 +1607,7 @@ void null_reply(NullConn& c, uint16_t ch, uint16_t cls, uint16_t mid, Args&& arg
       if (c.in[0] == 'A') {  // protocol header
         if (c.have < 8) continue;
         pos = 8;
-        null_reply(c, 0, 10, 10, [](Buf& m) { m.u8(0), m.u8(9), m.u32(0), m.lstr("PLAIN"), m.lstr("en_US"); });
+        append_connection_start(c.out);
       }
       NullConn* dst = consumer >= 0 ? &conns[consumer] : nullptr;
       while (c.have - pos >= 7) {
@@ -1613,40 +1628,22 @@ void null_reply(NullConn& c, uint16_t ch, uint16_t cls, uint16_t mid, Args&& arg
           }
           continue;
         }
+        if (len < 4) continue;
         uint16_t cls = uint16_t((pl[0] << 8) | pl[1]), mid = uint16_t((pl[2] << 8) | pl[3]);
         if (cls == 60 && mid == 40) {  // basic.publish: reserved, exchange, routing key, bits
           c.relaying = true;
-          if (dst == nullptr) continue;
           const uint8_t* ex = pl + 6;
-          const uint8_t* rk = ex + 1 + ex[0];
-          Buf m;
-          m.u16(60), m.u16(60), m.sstr("null"), m.u64(++delivery_tag), m.u8(0);
-          m.b.insert(m.b.end(), ex, rk + 1 + rk[0]);  // exchange and routing key as published
-          frame(dst->out, AMQP_FRAME_METHOD, consumer_ch, m.b);
-        } else if (cls == 60 && mid == 80) {  // basic.ack: dropped
-        } else if (cls == 10 && mid == 11) {
-          null_reply(c, 0, 10, 30, [](Buf& m) { m.u16(2047), m.u32(131072), m.u16(0); });
-        } else if (cls == 10 && mid == 40) {
-          null_reply(c, 0, 10, 41, [](Buf& m) { m.sstr(""); });
-        } else if (cls == 10 && mid == 50) {
-          null_reply(c, 0, 10, 51, none);
-          closing = true;
-        } else if (cls == 20 && mid == 10) {
-          null_reply(c, ch, 20, 11, [](Buf& m) { m.u32(0); });
-        } else if (cls == 20 && mid == 40) {
-          null_reply(c, ch, 20, 41, none);
-        } else if (cls == 50 && mid == 10) {  // queue.declare: reserved, queue name, ...
-          std::string q(reinterpret_cast<const char*>(pl + 7), pl[6]);
-          null_reply(c, ch, 50, 11, [&](Buf& m) { m.sstr(q), m.u32(0), m.u32(0); });
-        } else if (cls == 50 && mid == 40) {
-          null_reply(c, ch, 50, 41, [](Buf& m) { m.u32(0); });
-        } else if (cls == 60 && mid == 10) {
-          null_reply(c, ch, 60, 11, none);
-        } else if (cls == 60 && mid == 20) {
-          null_reply(c, ch, 60, 21, [](Buf& m) { m.sstr("null"); });
-          consumer = fd, consumer_ch = ch;
-          dst = &c;
-        }
+          const uint8_t* end = pl + len;
+          const uint8_t* rk = ex < end ? ex + 1 + ex[0] : end;
+          if (dst == nullptr || rk >= end || rk + 1 + rk[0] > end) continue;  // nobody to deliver to, or malformed
+          deliver.b.clear();
+          deliver.u16(60), deliver.u16(60), deliver.sstr(kFakeConsumerTag), deliver.u64(++delivery_tag), deliver.u8(0);
+          deliver.b.insert(deliver.b.end(), ex, rk + 1 + rk[0]);  // exchange and routing key as published
+          frame(dst->out, AMQP_FRAME_METHOD, consumer_ch, deliver.b);
+        } else if (answer_method(c.out, ch, cls, mid, pl + 4, len - 4)) {
+          if (cls == 10 && mid == 50) closing = true;
+          if (cls == 60 && mid == 20) consumer = fd, consumer_ch = ch, dst = &c;
+        }  // anything else (basic.ack) is dropped
       }
       std::memmove(c.in.data(), c.in.data() + pos, c.have - pos);
       c.have -= pos;
