@@ -16,6 +16,14 @@ namespace mb::worker {
 
 namespace {
 
+// The prefetch window is the channel's (basic.qos global=true), shared by the
+// consumers of every queue. RabbitMQ applies a per-consumer limit
+// (global=false) only to consumers created after it, so raising the window
+// while a task is held would not reach the live consumer; a channel-wide limit
+// changes at once on RabbitMQ and on minibroker. Celery's worker does the same
+// on RabbitMQ.
+constexpr bool kChannelWideWindow = true;
+
 std::chrono::steady_clock::duration seconds_d(double s) {
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
 }
@@ -156,7 +164,7 @@ asio::awaitable<void> Worker::session() {
   confirm_channel_->on_closed(
       [conn](const client::AmqpError& e) { conn->abort(std::string("confirm channel closed: ") + e.what()); });
   co_await confirm_channel_->confirm_select();
-  co_await channel_->qos(prefetch());
+  co_await channel_->qos(prefetch(), kChannelWideWindow);
   connected_ = true;  // before consuming: a delivery may finish before the setup below does
   client::QueueOptions q;
   q.durable = true;
@@ -348,7 +356,7 @@ void Worker::revoke_expired(std::uint64_t seq) {
 
 void Worker::update_qos() {
   if (!channel_ || !connected_) return;
-  asio::co_spawn(io_, channel_->qos(prefetch()), asio::detached);
+  asio::co_spawn(io_, channel_->qos(prefetch(), kChannelWideWindow), asio::detached);
 }
 
 void Worker::enqueue(std::uint64_t seq) {

@@ -13,6 +13,9 @@ Concerns:
 [x] a task sent with an eta straight to its queue (as a Celery client does) is moved to the exchange
 [x] retry-twice-then-succeed with a 1 s countdown honours both countdowns, retries = 2
 [x] --delay-mode broker on a broker without the exchange type: exit 2, said why
+[x] a task held here does not take the prefetch window: with a window of 1, a task
+    sent after a held one runs before the held one is due (the raised basic.qos
+    applies to the live consumer, on RabbitMQ too)
 """
 
 import signal
@@ -133,3 +136,19 @@ def test_forced_broker_mode_without_the_exchange_type(broker, queue_name):
         assert "the broker has no x-delayed-message exchange type" in w.log()
     finally:
         w.stop()
+
+
+def test_held_task_does_not_take_the_window(broker, start_worker, queue_name):
+    w = start_worker("--delay-mode", "worker", "--prefetch-multiplier", "1", concurrency=1)
+    assert "prefetch 1)" in w.log()
+    held = producer_bg(broker.url, queue_name, "add", "2", "3", "--countdown", "20", "--wait", "--timeout", "60",
+                       "--delay-mode", "worker")
+    try:
+        w.wait_for("held here until", timeout=20)
+        t0 = time.monotonic()
+        r = producer(broker.url, queue_name, "add", "1", "1", "--wait", "--timeout", "15", timeout=30)
+        assert r.returncode == 0, r.stderr + w.log()[-3000:]
+        assert r.stdout.strip() == "2"
+        assert time.monotonic() - t0 < 10  # not after the held task, due in 20 s
+    finally:
+        held.kill()
