@@ -44,7 +44,13 @@ int main(int argc, char** argv) {
   app.add_option("-c,--concurrency", o.concurrency, "child processes or threads (default: cores)");
   app.add_option("-P,--pool", pool, "prefork or threads")->check(CLI::IsMember({"prefork", "threads"}))->capture_default_str();
   app.add_option("-Q,--queues", queues, "queues to consume, comma-separated (default: celery)");
-  app.add_option("--prefetch-multiplier", o.prefetch_multiplier, "prefetch = concurrency x this")->capture_default_str();
+  app.add_option("--prefetch-multiplier", o.prefetch_multiplier, "prefetch = concurrency x this (0: unlimited)")
+      ->capture_default_str();
+  app.add_option("--prefetch-budget", o.prefetch_budget,
+                 "seconds of work, at the measured rate, the prefetch window may grow to hold past concurrency x "
+                 "multiplier (0: it does not grow)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--time-limit", o.time_limit, "hard time limit in seconds");
   app.add_option("--max-abandoned-threads", o.max_abandoned_threads,
                  "threads pool: threads left stuck past the hard time limit before the worker exits (code 70) "

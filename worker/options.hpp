@@ -10,6 +10,9 @@
 namespace mb::worker {
 
 inline constexpr unsigned kDefaultPrefetchMultiplier = 4;  // as Celery's worker_prefetch_multiplier
+// Seconds of work the prefetch window may grow to hold, at the measured rate,
+// past concurrency x multiplier (see prefetch_window.hpp).
+inline constexpr double kDefaultPrefetchBudget = 0.010;
 inline constexpr const char* kDefaultQueue = "celery";     // Celery's default queue name
 inline constexpr double kDefaultHeartbeatInterval = 2.0;   // seconds: Celery's worker-heartbeat `freq`
 
@@ -26,6 +29,7 @@ struct WorkerOptions {
   PoolKind pool = PoolKind::kPrefork;
   std::vector<std::string> queues = {kDefaultQueue};
   unsigned prefetch_multiplier = kDefaultPrefetchMultiplier;
+  double prefetch_budget = kDefaultPrefetchBudget;  // seconds, 0: the window stays concurrency x multiplier
   double time_limit = 0;       // hard, seconds, 0: none
   double soft_time_limit = 0;  // seconds, 0: none
   unsigned max_tasks_per_child = 0;

@@ -24,6 +24,13 @@ namespace {
 // on RabbitMQ.
 constexpr bool kChannelWideWindow = true;
 
+// How often the prefetch window is sized again while the worker has tasks.
+constexpr auto kWindowTick = std::chrono::milliseconds(25);
+
+std::size_t celery_window(const WorkerOptions& o) {
+  return static_cast<std::size_t>(std::max(1u, o.concurrency)) * o.prefetch_multiplier;
+}
+
 std::chrono::steady_clock::duration seconds_d(double s) {
   return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
 }
@@ -35,6 +42,10 @@ Worker::Worker(asio::io_context& io, WorkerOptions options, const TaskRegistry& 
       options_(std::move(options)),
       registry_(registry),
       pool_(pool),
+      // Unlimited (multiplier 0) and ack-early windows have nothing to size.
+      window_(celery_window(options_),
+              options_.prefetch_multiplier == 0 || options_.ack_early ? 0.0 : options_.prefetch_budget),
+      window_timer_(io),
       events_(io, EventSource{options_.hostname, static_cast<std::int64_t>(getpid())}, clock_, options_.task_events,
               options_.heartbeat_interval, [this] { return load(); }),
       control_(options_.hostname, clock_, events_, [this] { return status(); }) {}
@@ -92,10 +103,9 @@ WorkerStatus Worker::status() const {
 }
 
 std::uint16_t Worker::prefetch() const {
-  std::size_t n = static_cast<std::size_t>(std::max(1u, options_.concurrency)) * options_.prefetch_multiplier;
-  if (options_.prefetch_multiplier == 0) n = 0;  // unlimited
-  else n += held_;  // messages held for their eta do not take the window (Celery's way)
-  return static_cast<std::uint16_t>(std::min<std::size_t>(n, 65535));
+  if (options_.prefetch_multiplier == 0) return 0;  // unlimited
+  // Messages held for their eta do not take the window (Celery's way).
+  return static_cast<std::uint16_t>(std::min<std::size_t>(window_.size() + held_, 65535));
 }
 
 void Worker::start() {
@@ -216,6 +226,7 @@ void Worker::on_connection_lost() {
   }
   ready_.clear();
   held_ = 0;
+  window_.reset();  // the new session starts from Celery's window
 }
 
 void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
@@ -228,6 +239,7 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
     return;
   }
   std::uint64_t seq = next_seq_++;
+  tick_window();
   Job& job = jobs_[seq];
   job.task = std::move(t);
   job.delivery_tag = d.delivery_tag;
@@ -359,6 +371,60 @@ void Worker::update_qos() {
   asio::co_spawn(io_, channel_->qos(prefetch(), kChannelWideWindow), asio::detached);
 }
 
+// Starts measuring the rate tasks finish at, unless it is measured already.
+void Worker::tick_window() {
+  if (window_ticking_ || stopping_) return;
+  window_ticking_ = true;
+  processed_at_tick_ = processed_;
+  tick_start_ = std::chrono::steady_clock::now();
+  window_timer_.expires_at(tick_start_ + kWindowTick);
+  window_timer_.async_wait([this](std::error_code ec) {
+    window_ticking_ = false;
+    if (!ec) on_window_tick();
+  });
+}
+
+void Worker::on_window_tick() {
+  const auto now = std::chrono::steady_clock::now();
+  const std::size_t before = window_.size();
+  const bool changed =
+      window_.update(processed_ - processed_at_tick_, std::chrono::duration<double>(now - tick_start_).count());
+  // Measuring stops once the worker has nothing to run (tasks held for an eta
+  // do not count) and the window is back at base: an idle worker, or one that
+  // paused between bursts, has it shrink at the next tick, as nothing finished.
+  if (jobs_.size() > held_ || window_.size() > window_.base()) tick_window();
+  if (!changed) return;
+  spdlog::debug("prefetch window {} -> {} ({} held)", before, window_.size(), held_);
+  update_qos();
+  if (window_.size() < before) release_excess();
+}
+
+// The window shrank (long tasks came after short ones): the tasks this worker
+// has not started beyond it go back to the broker, so that another worker can
+// start them now. They were never started, so this runs nothing twice.
+void Worker::release_excess() {
+  if (!channel_ || !connected_ || stopping_ || options_.ack_early) return;
+  const std::size_t window = static_cast<std::size_t>(prefetch());
+  std::size_t unacked = 0;
+  for (const auto& [seq, job] : jobs_) unacked += job.acked ? 0 : 1;
+  if (unacked <= window) return;
+  const auto recalled = pool_.recall();  // queued in the pool, in order, before ready_
+  ready_.insert(ready_.begin(), recalled.begin(), recalled.end());
+  std::size_t released = 0;
+  while (unacked > window && !ready_.empty()) {
+    const std::uint64_t seq = ready_.back();  // the newest go back
+    ready_.pop_back();
+    auto it = jobs_.find(seq);
+    if (it == jobs_.end()) continue;
+    settle(it->second, false, true);
+    jobs_.erase(it);
+    --unacked;
+    ++released;
+  }
+  if (released > 0) spdlog::debug("prefetch window shrank: {} task(s) not started given back", released);
+  dispatch();
+}
+
 void Worker::enqueue(std::uint64_t seq) {
   if (stopping_) return;  // left unacked: requeued when the connection closes
   ready_.push_back(seq);
@@ -482,6 +548,7 @@ void Worker::shutdown_gracefully() {
   spdlog::info("warm shutdown: finishing {} running task(s)", pool_.active());
   for (auto& [seq, job] : jobs_)
     if (job.timer) job.timer->cancel();
+  window_timer_.cancel();
   ready_.clear();
   pool_.recall();  // not started: left unacked, requeued when the connection closes
   if (channel_ && connected_) {

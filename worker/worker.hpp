@@ -18,6 +18,7 @@
 #include "worker/events.hpp"
 #include "worker/options.hpp"
 #include "worker/pool.hpp"
+#include "worker/prefetch_window.hpp"
 #include "worker/registry.hpp"
 
 namespace mb::worker {
@@ -69,6 +70,9 @@ class Worker {
   void settle(Job& job, bool ack, bool requeue = false);
   void finish_job(std::uint64_t seq);
   void update_qos();
+  void tick_window();
+  void on_window_tick();
+  void release_excess();
   void on_connection_lost();
   void maybe_finish_shutdown();
   std::uint16_t prefetch() const;
@@ -89,6 +93,13 @@ class Worker {
   std::map<std::uint64_t, Job> jobs_;
   std::deque<std::uint64_t> ready_;
   std::size_t held_ = 0;
+  // The window's size follows the rate tasks finish at, measured over each
+  // kWindowTick while the worker has tasks (see prefetch_window.hpp).
+  PrefetchWindow window_;
+  asio::steady_timer window_timer_;
+  bool window_ticking_ = false;
+  std::uint64_t processed_at_tick_ = 0;
+  std::chrono::steady_clock::time_point tick_start_;
   std::size_t deferring_ = 0;  // republishes awaiting their confirm
   bool connected_ = false;
   bool stopping_ = false;

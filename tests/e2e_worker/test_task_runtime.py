@@ -13,6 +13,8 @@ Concerns (issue 4 "Tests"):
 [x] SIGTERM mid-task still delivers the result, exit 0
 [x] threads pool: prefetched tasks queue behind a running one; one that expires while queued
     is REVOKED when a thread takes it; a warm shutdown requeues the queued ones (not lost)
+[x] the prefetch window grows past concurrency x multiplier while short tasks run; when long
+    ones follow it comes back, and the tasks not started beyond it go back to the queue
 [x] SIGKILL of the worker mid-task -> redelivered and completed by a second worker
 [x] broker restart mid-run -> the worker reconnects and every task completes; the producer
     library reconnects: calls made after the restart complete, the one in flight completes
@@ -223,6 +225,24 @@ def test_threads_pool_queued_tasks_start_when_a_thread_takes_them(broker, start_
         time.sleep(0.1)
     assert queue_ready(broker, queue_name) == 3  # the queued ones went back to the queue
     assert "stopped after 2 task(s)" in w.log()
+
+
+def test_prefetch_window_follows_the_task_rate(broker, start_worker, queue_name):
+    r = call(broker, queue_name, "noop", "--repeat", "5000", "--no-results", timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = call(broker, queue_name, "sleep", "3", "--repeat", "12", "--no-results")
+    assert r.returncode == 0, r.stderr
+    w = start_worker("--prefetch-multiplier", "1", "--loglevel", "debug", pool="threads", concurrency=2)
+    w.wait_for("not started given back", timeout=30)
+    sizes = [int(n) for n in re.findall(r"prefetch window \d+ -> (\d+)", w.log())]
+    assert max(sizes) > 12, sizes  # it grew past the 2 of concurrency x multiplier, enough for every sleep
+    assert sizes[-1] == 2, sizes  # and came back
+    # Two sleeps run; the other ten are back in the queue, where any worker can take them.
+    deadline = time.monotonic() + 2
+    while queue_ready(broker, queue_name) != 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queue_ready(broker, queue_name) == 10, w.log()[-3000:]
+    assert w.log().count("task noop[") >= 5000
 
 
 def test_sigkill_mid_task_redelivered_to_second_worker(broker, start_worker, queue_name):

@@ -1,0 +1,75 @@
+// worker_prefetch_test.cpp: the prefetch window's sizing (worker/prefetch_window.hpp).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include "worker/prefetch_window.hpp"
+
+using mb::worker::PrefetchWindow;
+
+TEST_CASE("the window starts at Celery's and never goes below it") {
+  PrefetchWindow w(8, 0.010);
+  CHECK(w.size() == 8);
+  CHECK_FALSE(w.update(0, 0.025));  // nothing finished: stays at base
+  CHECK(w.size() == 8);
+  CHECK_FALSE(w.update(10, 0.025));  // 400 tasks/s x 10 ms = 4 < 8
+  CHECK(w.size() == 8);
+}
+
+TEST_CASE("the window grows to the work done in the budget at the measured rate") {
+  PrefetchWindow w(8, 0.010);
+  CHECK(w.update(500, 0.025));  // 20,000 tasks/s x 10 ms
+  CHECK(w.size() == 200);
+  CHECK(w.update(1000, 0.025));  // 40,000 tasks/s
+  CHECK(w.size() == 400);
+}
+
+TEST_CASE("it grows by a quarter or more, and shrinks to a quarter or less, or to base") {
+  PrefetchWindow w(8, 0.010);
+  REQUIRE(w.update(1000, 0.025));
+  REQUIRE(w.size() == 400);
+  CHECK_FALSE(w.update(1200, 0.025));  // 480: less than a quarter more
+  CHECK_FALSE(w.update(500, 0.025));   // 200: the wobble of a steady load
+  CHECK_FALSE(w.update(260, 0.025));   // 104: more than a quarter of 400
+  CHECK(w.size() == 400);
+  CHECK(w.update(1300, 0.025));  // 520
+  CHECK(w.size() == 520);
+  CHECK(w.update(300, 0.025));  // 120: under a quarter of 520
+  CHECK(w.size() == 120);
+}
+
+TEST_CASE("when the rate falls (long tasks after short ones) the window comes back to base at once") {
+  PrefetchWindow w(8, 0.010);
+  REQUIRE(w.update(1000, 0.025));
+  CHECK(w.update(0, 0.025));
+  CHECK(w.size() == 8);
+  // Back to base from just above it too, though that is less than a quarter down.
+  PrefetchWindow v(8, 0.010);
+  REQUIRE(v.update(30, 0.025));  // 12
+  REQUIRE(v.size() == 12);
+  CHECK_FALSE(v.update(25, 0.025));  // 10: neither base nor a quarter of 12
+  CHECK(v.update(5, 0.025));         // 2 -> base
+  CHECK(v.size() == 8);
+}
+
+TEST_CASE("reset returns to base and says whether that changed anything") {
+  PrefetchWindow w(4, 0.010);
+  CHECK_FALSE(w.reset());
+  REQUIRE(w.update(1000, 0.025));
+  CHECK(w.reset());
+  CHECK(w.size() == 4);
+}
+
+TEST_CASE("a budget of 0 keeps Celery's window; the size is capped; base is at least 1") {
+  PrefetchWindow fixed(8, 0.0);
+  CHECK_FALSE(fixed.update(100000, 0.025));
+  CHECK(fixed.size() == 8);
+  PrefetchWindow w(8, 1.0);
+  CHECK(w.update(100000000, 0.025));
+  CHECK(w.size() == PrefetchWindow::kMax);
+  PrefetchWindow huge(10000, 0.010);  // a base above the cap stays the base
+  CHECK_FALSE(huge.update(100000, 0.025));
+  CHECK(huge.size() == 10000);
+  PrefetchWindow zero(0, 0.010);
+  CHECK(zero.size() == 1);
+  CHECK_FALSE(zero.update(0, 0.0));
+}

@@ -1,0 +1,69 @@
+// prefetch_window.hpp: how many unacknowledged tasks the worker asks the
+// broker for (basic.qos prefetch_count), not counting those held for an eta.
+//
+// Celery's window is concurrency x multiplier. It suits tasks that take
+// milliseconds or more. With tasks that take microseconds the pool gets
+// through the window before the broker's next deliveries arrive, and waits a
+// round trip each time: the window, not the CPU, bounds the throughput. So the
+// window grows past Celery's to what the worker finished in `budget` seconds
+// at the rate measured over the last interval, and comes back as soon as that
+// rate falls. By Little's law a task then waits about `budget` in this
+// worker's reserve, which bounds what holding tasks another worker could
+// start costs.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace mb::worker {
+
+class PrefetchWindow {
+ public:
+  // Past this the window does not grow, whatever the rate: it bounds the
+  // memory that reserved task messages take.
+  static constexpr std::size_t kMax = 4096;
+
+  // base: Celery's window (concurrency x multiplier), at least 1.
+  // budget: seconds of work to reserve; 0: the window stays at base.
+  PrefetchWindow(std::size_t base, double budget) : base_(std::max<std::size_t>(base, 1)), budget_(budget) {
+    size_ = base_;
+  }
+
+  std::size_t size() const { return size_; }
+  std::size_t base() const { return base_; }
+
+  // `finished` tasks in the last `elapsed` seconds. Returns true when size()
+  // changed. The measured rate wobbles by half from one interval to the next
+  // under a steady load, so the window grows only by a quarter or more, and
+  // shrinks only to a quarter or less (long tasks after short ones: the rate
+  // falls by orders of magnitude) or to base. A steady load thus sends no
+  // basic.qos, and a task waits in the reserve at most about 4 x budget.
+  bool update(std::uint64_t finished, double elapsed) {
+    if (budget_ <= 0 || elapsed <= 0) return false;
+    const double want = std::ceil(static_cast<double>(finished) / elapsed * budget_);
+    const std::size_t target =
+        std::clamp(want >= static_cast<double>(kMax) ? kMax : static_cast<std::size_t>(want), base_,
+                   std::max(base_, kMax));
+    if (target > size_ && target * 4 < size_ * 5) return false;
+    if (target < size_ && target != base_ && target * 4 > size_) return false;
+    return set(target);
+  }
+
+  // The worker ran dry: what it measured no longer tells about what comes next.
+  bool reset() { return set(base_); }
+
+ private:
+  bool set(std::size_t n) {
+    if (n == size_) return false;
+    size_ = n;
+    return true;
+  }
+
+  std::size_t base_;
+  double budget_;
+  std::size_t size_;
+};
+
+}  // namespace mb::worker
