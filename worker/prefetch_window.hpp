@@ -6,8 +6,8 @@
 // through the window before the broker's next deliveries arrive, and waits a
 // round trip each time: the window, not the CPU, bounds the throughput. So the
 // window grows past Celery's to what the worker finished in `budget` seconds
-// at the rate measured over the last interval, and comes back as soon as that
-// rate falls. By Little's law a task then waits about `budget` in this
+// at the rate measured over the last interval, and comes back when that rate
+// falls to a quarter or less. By Little's law a task then waits about `budget` in this
 // worker's reserve, which bounds what holding tasks another worker could
 // start costs.
 #pragma once
@@ -51,7 +51,8 @@ class PrefetchWindow {
     return set(target);
   }
 
-  // The worker ran dry: what it measured no longer tells about what comes next.
+  // Back to base (a new connection: what was measured no longer tells about
+  // what comes next). True when that changed size().
   bool reset() { return set(base_); }
 
  private:

@@ -406,7 +406,7 @@ void Worker::release_excess() {
   if (!channel_ || !connected_ || stopping_ || options_.ack_early) return;
   const std::size_t window = static_cast<std::size_t>(prefetch());
   std::size_t unacked = 0;
-  for (const auto& [seq, job] : jobs_) unacked += job.acked ? 0 : 1;
+  for (const auto& [seq, job] : jobs_) unacked += !job.acked && job.epoch == epoch_ ? 1 : 0;  // this session's
   if (unacked <= window) return;
   const auto recalled = pool_.recall();  // queued in the pool, in order, before ready_
   ready_.insert(ready_.begin(), recalled.begin(), recalled.end());
