@@ -1324,6 +1324,7 @@ void frame(std::vector<uint8_t>& out, uint8_t type, uint16_t ch, const std::vect
 // returns false for a method it does not answer (publish, ack, ...). args is
 // the method's arguments (after class and method id).
 constexpr const char* kFakeConsumerTag = "ctag";
+constexpr uint32_t kFakeFrameMax = 131072;  // the frame_max its connection.tune offers
 
 void append_method(std::vector<uint8_t>& out, uint16_t ch, uint16_t cls, uint16_t mid,
                    const std::function<void(Buf&)>& args) {
@@ -1341,7 +1342,7 @@ bool answer_method(std::vector<uint8_t>& out, uint16_t ch, uint16_t cls, uint16_
                    size_t args_len) {
   auto none = [](Buf&) {};
   switch ((uint32_t(cls) << 16) | mid) {
-    case (10u << 16) | 11: append_method(out, 0, 10, 30, [](Buf& m) { m.u16(2047), m.u32(131072), m.u16(0); }); return true;
+    case (10u << 16) | 11: append_method(out, 0, 10, 30, [](Buf& m) { m.u16(2047), m.u32(kFakeFrameMax), m.u16(0); }); return true;
     case (10u << 16) | 40: append_method(out, 0, 10, 41, [](Buf& m) { m.sstr(""); }); return true;
     case (10u << 16) | 50: append_method(out, 0, 10, 51, none); return true;
     case (20u << 16) | 10: append_method(out, ch, 20, 11, [](Buf& m) { m.u32(0); }); return true;
@@ -1613,6 +1614,10 @@ struct NullConn {
       while (c.have - pos >= 7) {
         const uint8_t* fh = c.in.data() + pos;
         uint32_t len = (uint32_t(fh[3]) << 24) | (uint32_t(fh[4]) << 16) | (uint32_t(fh[5]) << 8) | fh[6];
+        if (len > kFakeFrameMax) {  // past the frame_max it tuned: not a client to keep
+          closing = true;
+          break;
+        }
         if (c.have - pos < 8 + size_t(len)) {
           if (8 + size_t(len) > c.in.size()) c.in.resize(8 + size_t(len));
           break;
@@ -1724,7 +1729,8 @@ void raise_nofile() {
 int usage() {
   std::fprintf(stderr,
                "usage: mb_loadgen SCENARIO [--key value]...\n"
-               "scenarios: transient persistent latency latency-null fanout backlog connections tasks probe selftest\n"
+               "scenarios: transient persistent latency latency-null null-broker fanout backlog connections tasks probe\n"
+               "           selftest\n"
                "common: --host --port --user --password --vhost --broker-pid\n"
                "see the comment at the top of bench/mb_loadgen.cpp for each scenario's options\n");
   return 2;

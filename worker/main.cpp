@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <asio.hpp>
+#include <cstdlib>
 #include <memory>
 #include <thread>
 
@@ -50,7 +51,16 @@ int main(int argc, char** argv) {
                  "seconds of work, at the measured rate, the prefetch window may grow to hold past concurrency x "
                  "multiplier (0: it does not grow)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Validator(
+          [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            // Written so that NaN fails too (CLI::Range lets it through).
+            if (end == text.c_str() || *end != '\0' || !(v >= 0 && v <= kMaxPrefetchBudget))
+              return fmt::format("{} is not a number of seconds from 0 to {}", text, kMaxPrefetchBudget);
+            return {};
+          },
+          "SECONDS"));
   app.add_option("--time-limit", o.time_limit, "hard time limit in seconds");
   app.add_option("--max-abandoned-threads", o.max_abandoned_threads,
                  "threads pool: threads left stuck past the hard time limit before the worker exits (code 70) "

@@ -13,6 +13,7 @@ inline constexpr unsigned kDefaultPrefetchMultiplier = 4;  // as Celery's worker
 // Seconds of work the prefetch window may grow to hold, at the measured rate,
 // past concurrency x multiplier (see prefetch_window.hpp).
 inline constexpr double kDefaultPrefetchBudget = 0.010;
+inline constexpr double kMaxPrefetchBudget = 60;  // a minute of reserved work is already far too much
 inline constexpr const char* kDefaultQueue = "celery";     // Celery's default queue name
 inline constexpr double kDefaultHeartbeatInterval = 2.0;   // seconds: Celery's worker-heartbeat `freq`
 

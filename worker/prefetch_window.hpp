@@ -26,10 +26,10 @@ class PrefetchWindow {
   static constexpr std::size_t kMax = 4096;
 
   // base: Celery's window (concurrency x multiplier), at least 1.
-  // budget: seconds of work to reserve; 0: the window stays at base.
-  PrefetchWindow(std::size_t base, double budget) : base_(std::max<std::size_t>(base, 1)), budget_(budget) {
-    size_ = base_;
-  }
+  // budget: seconds of work to reserve; 0 (or not a finite positive number):
+  // the window stays at base.
+  PrefetchWindow(std::size_t base, double budget)
+      : base_(std::max<std::size_t>(base, 1)), budget_(std::isfinite(budget) && budget > 0 ? budget : 0), size_(base_) {}
 
   std::size_t size() const { return size_; }
   std::size_t base() const { return base_; }
@@ -42,10 +42,9 @@ class PrefetchWindow {
   // basic.qos, and a task waits in the reserve at most about 4 x budget.
   bool update(std::uint64_t finished, double elapsed) {
     if (budget_ <= 0 || elapsed <= 0) return false;
-    const double want = std::ceil(static_cast<double>(finished) / elapsed * budget_);
+    const double want = std::ceil(static_cast<double>(finished) / elapsed * budget_);  // finite, >= 0
     const std::size_t target =
-        std::clamp(want >= static_cast<double>(kMax) ? kMax : static_cast<std::size_t>(want), base_,
-                   std::max(base_, kMax));
+        std::max(base_, want >= static_cast<double>(kMax) ? kMax : static_cast<std::size_t>(want));
     if (target > size_ && target * 4 < size_ * 5) return false;
     if (target < size_ && target != base_ && target * 4 > size_) return false;
     return set(target);

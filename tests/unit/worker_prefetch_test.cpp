@@ -2,6 +2,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <limits>
+
 #include "worker/prefetch_window.hpp"
 
 using mb::worker::PrefetchWindow;
@@ -59,7 +61,7 @@ TEST_CASE("reset returns to base and says whether that changed anything") {
   CHECK(w.size() == 4);
 }
 
-TEST_CASE("a budget of 0 keeps Celery's window; the size is capped; base is at least 1") {
+TEST_CASE("a budget of 0 (or NaN, infinite, negative) keeps Celery's window; the size is capped; base is at least 1") {
   PrefetchWindow fixed(8, 0.0);
   CHECK_FALSE(fixed.update(100000, 0.025));
   CHECK(fixed.size() == 8);
@@ -69,6 +71,12 @@ TEST_CASE("a budget of 0 keeps Celery's window; the size is capped; base is at l
   PrefetchWindow huge(10000, 0.010);  // a base above the cap stays the base
   CHECK_FALSE(huge.update(100000, 0.025));
   CHECK(huge.size() == 10000);
+  for (const double odd : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(), -1.0}) {
+    PrefetchWindow w2(8, odd);  // not a finite positive budget: the window stays at base
+    CHECK_FALSE(w2.update(0, 0.025));
+    CHECK_FALSE(w2.update(100000, 0.025));
+    CHECK(w2.size() == 8);
+  }
   PrefetchWindow zero(0, 0.010);
   CHECK(zero.size() == 1);
   CHECK_FALSE(zero.update(0, 0.0));

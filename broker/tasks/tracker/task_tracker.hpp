@@ -183,7 +183,9 @@ class TaskTracker {
     TaskRecord& task;
     bool created;  // not tracked before this call
   };
-  Touched touch_task(std::string_view id, double now);  // finds or creates (evicting), with one lookup
+  // Finds or creates (evicting). One lookup for a task already tracked, which
+  // needs no copy of the id; a new one is looked up again to insert it.
+  Touched touch_task(std::string_view id, double now);
   // Moves t to a final state once: counters and runtime are counted on the first arrival only.
   void finish(TaskRecord& t, TaskState s, double at, double runtime);
   void set_state(TaskRecord& t, TaskState s);
