@@ -167,6 +167,110 @@ TEST_CASE("a Celery failure carries the exception and traceback") {
   CHECK(t.stats("t.fail")->failed == 1);
 }
 
+TEST_CASE("a Celery result's members read the same whether the body is walked or parsed by nlohmann") {
+  struct Case {
+    const char* body;
+    TaskState state;
+    const char* result;
+    const char* error;
+    const char* traceback;
+  };
+  const std::string deep_children =
+      R"({"status":"SUCCESS","result":1,"children":)" + std::string(70, '[') + std::string(70, ']') + "}";
+  const Case cases[] = {
+      // What miniworker and Python Celery send, and values written back as sent.
+      {R"({"children":[],"result":3,"status":"SUCCESS","task_id":"c","traceback":null})", TaskState::kSuccess, "3", "", ""},
+      {R"({"status": "SUCCESS", "result": [1, 2], "traceback": null, "children": [], "date_done": "2026-11-27T22:00:00", "task_id": "c"})",
+       TaskState::kSuccess, "[1,2]", "", ""},
+      {R"({"status":"SUCCESS","result":"plain text"})", TaskState::kSuccess, R"("plain text")", "", ""},
+      {R"({"status":"SUCCESS","result":-12})", TaskState::kSuccess, "-12", "", ""},
+      {R"({"status":"SUCCESS","result":true})", TaskState::kSuccess, "true", "", ""},
+      {R"({"status":"SUCCESS"})", TaskState::kSuccess, "null", "", ""},
+      // Values nlohmann writes differently from how they were sent.
+      {R"({"status":"SUCCESS","result":-0})", TaskState::kSuccess, "0", "", ""},
+      {R"({"status":"SUCCESS","result":1.50})", TaskState::kSuccess, "1.5", "", ""},
+      {R"({"status":"SUCCESS","result":1e5})", TaskState::kSuccess, "100000.0", "", ""},
+      {R"({"status":"SUCCESS","result":12345678901234567890})", TaskState::kSuccess, "12345678901234567890", "", ""},
+      {R"({"status":"SUCCESS","result":"a\"b\u0041"})", TaskState::kSuccess, R"("a\"bA")", "", ""},
+      {"{\"status\":\"SUCCESS\",\"result\":\"\xc3\xa9\"}", TaskState::kSuccess, "\"\xc3\xa9\"", "", ""},
+      {R"({"status":"SUCCESS","result":{"b":1, "a":[null]}})", TaskState::kSuccess, R"({"a":[null],"b":1})", "", ""},
+      // Escapes in keys and statuses, a later key winning, nesting past the walk's depth.
+      {R"({"stat\u0075s":"SUCCESS","result":7})", TaskState::kSuccess, "7", "", ""},
+      {R"({"status":"SUCC\u0045SS","result":8})", TaskState::kSuccess, "8", "", ""},
+      {R"({"status":"PENDING","result":1,"status":"SUCCESS","result":9})", TaskState::kSuccess, "9", "", ""},
+      {deep_children.c_str(), TaskState::kSuccess, "1", "", ""},
+      // Failures: the error from the exception object, the traceback with its escapes read.
+      {R"({"status":"FAILURE","result":{"exc_type":"KeyError","exc_message":["k", 2]},"traceback":"Traceback\n  line\t1"})",
+       TaskState::kFailure, "", "KeyError: k, 2", "Traceback\n  line\t1"},
+      {R"({"status":"REVOKED","result":{"exc_type":"TaskRevokedError","exc_message":[]},"traceback":null})",
+       TaskState::kRevoked, "", "TaskRevokedError: ", ""},
+      {R"({"status":"RETRY","result":"later","traceback":"tb"})", TaskState::kRetry, "", "later", "tb"},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    const std::string body = c.body;
+    CAPTURE(body);
+    TaskTracker t({}, nullptr);
+    const std::string id = "c-" + std::to_string(n++);
+    publish(t, celery_task(id, "add"), kT0);
+    publish(t, celery_result(id, c.body), kT0 + 1);
+    const auto* r = t.find(id);
+    REQUIRE(r != nullptr);
+    CHECK(t.malformed() == 0);
+    CHECK(r->state == c.state);
+    CHECK(r->result == c.result);
+    CHECK(r->error == c.error);
+    CHECK(r->traceback == c.traceback);
+  }
+  // Bodies that are not a result: malformed ones are counted, and none changes the task.
+  const std::pair<const char*, std::uint64_t> others[] = {
+      {R"({"status":"SUCCESS","result":3x})", 1},  {R"({"status":"SUCCESS","result":3} trailing)", 1},
+      {R"({"status":"SUCCESS","result":"open)", 1}, {R"({"status":"SUCCESS","traceback":nul})", 1},
+      {R"([{"status":"SUCCESS"}])", 0},             {R"({"result":1})", 0},
+      {R"("SUCCESS")", 0},                          {"", 1},
+  };
+  for (const auto& [text, malformed] : others) {
+    const std::string body = text;
+    CAPTURE(body);
+    TaskTracker t({}, nullptr);
+    publish(t, celery_task("o-1", "add"), kT0);
+    publish(t, celery_result("o-1", body), kT0 + 1);
+    CHECK(t.malformed() == malformed);
+    CHECK(t.find("o-1")->state == TaskState::kPending);
+    CHECK(t.find("o-1")->traceback.empty());
+    CHECK(t.summary()["results_seen"] == 0);
+  }
+}
+
+TEST_CASE("a new task that takes over the oldest one's record keeps nothing of it") {
+  TrackerOptions opts;
+  opts.max_tasks = 1;
+  TaskTracker t(opts, nullptr);
+  publish(t, celery_task("old", "t.fail", 2), kT0);
+  publish(t, celery_result("old", R"({"status":"FAILURE","result":{"exc_type":"E","exc_message":["m"]},"traceback":"tb"})"),
+          kT0 + 1);
+  publish(t, capnp_result("old", mb::task::State::kFailure, 0.5), kT0 + 1);
+  REQUIRE(t.find("old")->worker == "cpp-worker@host");
+  publish(t, capnp_task("new", "add"), kT0 + 2);
+  CHECK(t.find("old") == nullptr);
+  const auto* r = t.find("new");
+  REQUIRE(r != nullptr);
+  CHECK(r->id == "new");
+  CHECK(r->name == "add");
+  CHECK(r->state == TaskState::kPending);
+  CHECK(r->format == "capnp");
+  CHECK(r->retries == 0);
+  CHECK(r->result.empty());
+  CHECK(r->error.empty());
+  CHECK(r->traceback.empty());
+  CHECK(r->worker.empty());
+  CHECK(r->received == 0);
+  CHECK(r->finished == 0);
+  CHECK(r->runtime == 0);
+  CHECK(r->sent == kT0 + 2);
+  CHECK(t.list_tasks({})["items"].size() == 1);
+}
+
 TEST_CASE("a miniworker task: Cap'n Proto envelope and result, runtime and worker from the result") {
   TaskTracker t({}, nullptr);
   REQUIRE(publish(t, capnp_task("c-1", "add"), kT0));

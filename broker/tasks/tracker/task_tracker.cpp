@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <exception>
 #include <iterator>
@@ -109,9 +110,9 @@ TaskHeaders scan_task_headers(std::string_view encoded) {
 
 // Peers put any bytes in headers, routing keys and bodies; JSON must be UTF-8.
 // Invalid sequences become U+FFFD, as a browser would show them.
-std::string valid_utf8(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
+// Writes in into out (replacing what out held, reusing its buffer).
+void assign_valid_utf8(std::string& out, std::string_view in) {
+  out.clear();
   std::size_t plain = 0;  // start of the run of valid bytes not yet copied (one append per run)
   std::size_t i = 0;
   while (i < in.size()) {
@@ -141,6 +142,11 @@ std::string valid_utf8(std::string_view in) {
     plain = ++i;
   }
   out.append(in.substr(plain));
+}
+
+std::string valid_utf8(std::string_view in) {
+  std::string out;
+  assign_valid_utf8(out, in);
   return out;
 }
 
@@ -242,44 +248,149 @@ std::string celery_error(const json& r) {
 // body is an object and those members are scalars, as a task's result
 // usually is. Anything else (a list or map result, not an object, not JSON)
 // stops the pass: the caller then parses the whole document as before.
-class ResultScan final : public nlohmann::json_sax<json> {
+// The members of a Celery result ({"status", "result", "traceback", ...}) that
+// observe_result reads, found by one walk over the body's text without
+// building a document: nearly every result is a small flat object whose
+// values can be used as they are sent. What the walk does not handle (a key
+// with an escape, nesting past kMaxJsonDepth) is parsed with nlohmann instead.
+class CeleryResult {
  public:
-  std::optional<json> status, result, traceback;
-
-  bool null() override { return scalar(json()); }
-  bool boolean(bool v) override { return scalar(json(v)); }
-  bool number_integer(number_integer_t v) override { return scalar(json(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return scalar(json(v)); }
-  bool number_float(number_float_t v, const string_t&) override { return scalar(json(v)); }
-  bool string(string_t& v) override { return scalar(json(std::move(v))); }
-  bool binary(binary_t&) override { return false; }
-  bool start_object(std::size_t) override { return open(); }
-  bool start_array(std::size_t) override { return depth_ > 0 && open(); }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
-  bool key(string_t& k) override {
-    if (depth_ == 1) slot_ = k == "status" ? &status : k == "result" ? &result : k == "traceback" ? &traceback : nullptr;
+  // False when body is not a JSON object (nothing is read from it then);
+  // throws, as json::parse, when it is malformed.
+  bool read(std::string_view body) {
+    if (scan(body)) return true;
+    const json r = json::parse(body);
+    if (!r.is_object()) return false;
+    status_ = traceback_ = result_ = {};
+    if (auto it = r.find("status"); it != r.end()) status_value_ = *it;
+    if (auto it = r.find("traceback"); it != r.end()) traceback_value_ = *it;
+    if (auto it = r.find("result"); it != r.end()) result_value_ = *it;
     return true;
   }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+  // Each is null when the member is absent.
+  std::optional<std::string> status() const { return text(status_, status_value_); }
+  std::optional<std::string> traceback() const { return text(traceback_, traceback_value_); }
+  // The result as JSON text, as dump() writes it.
+  std::string result_text() const {
+    if (!result_value_ && plain_literal(result_)) return std::string(result_);
+    return dump(result());
+  }
+  json result() const {
+    if (result_value_) return *result_value_;
+    return result_.empty() ? json() : json::parse(result_);
+  }
 
  private:
-  bool scalar(json v) {
-    if (depth_ == 0) return false;  // not an object
-    if (depth_ == 1 && slot_ != nullptr) *slot_ = std::move(v);
-    return true;
+  static constexpr int kMaxJsonDepth = 64;
+
+  static bool space(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+  static const char* skip_space(const char* p, const char* end) {
+    while (p != end && space(*p)) ++p;
+    return p;
   }
-  bool open() {
-    if (depth_ == 1 && slot_ != nullptr) return false;  // a structured member we read: parse it all
-    ++depth_;
-    return true;
+  // Past the end of the string that opens at p, or nullptr.
+  static const char* skip_string(const char* p, const char* end) {
+    for (++p; p != end; ++p) {
+      if (*p == '\\') {
+        if (++p == end) return nullptr;
+      } else if (*p == '"') {
+        return p + 1;
+      }
+    }
+    return nullptr;
   }
-  bool close() {
-    --depth_;
-    return true;
+  // Past the end of the value that starts at p, or nullptr. It checks the
+  // structure (brackets, strings), not every character of a number or
+  // literal: a value the tracker uses is checked again where it is used.
+  static const char* skip_value(const char* p, const char* end, int depth) {
+    if (p == end) return nullptr;
+    if (*p == '"') return skip_string(p, end);
+    if (*p != '{' && *p != '[') {
+      const char* start = p;
+      while (p != end && (std::isalnum(static_cast<unsigned char>(*p)) || *p == '-' || *p == '+' || *p == '.')) ++p;
+      return p == start ? nullptr : p;
+    }
+    if (depth >= kMaxJsonDepth) return nullptr;
+    const char close = *p == '{' ? '}' : ']';
+    const bool object = close == '}';
+    p = skip_space(p + 1, end);
+    if (p != end && *p == close) return p + 1;
+    for (;;) {
+      if (object) {
+        if (p == end || *p != '"' || !(p = skip_string(p, end))) return nullptr;
+        p = skip_space(p, end);
+        if (p == end || *p != ':') return nullptr;
+        p = skip_space(p + 1, end);
+      }
+      if (!(p = skip_value(p, end, depth + 1))) return nullptr;
+      p = skip_space(p, end);
+      if (p == end) return nullptr;
+      if (*p == close) return p + 1;
+      if (*p != ',') return nullptr;
+      p = skip_space(p + 1, end);
+    }
   }
-  int depth_ = 0;
-  std::optional<json>* slot_ = nullptr;
+  // The top-level members, as spans of body.
+  bool scan(std::string_view body) {
+    const char* p = skip_space(body.data(), body.data() + body.size());
+    const char* const end = body.data() + body.size();
+    if (p == end || *p != '{') return false;
+    p = skip_space(p + 1, end);
+    if (p != end && *p == '}') return skip_space(p + 1, end) == end;
+    for (;;) {
+      if (p == end || *p != '"') return false;
+      const char* key_end = skip_string(p, end);
+      if (!key_end) return false;
+      const std::string_view key(p + 1, static_cast<std::size_t>(key_end - p - 2));
+      if (key.find('\\') != std::string_view::npos) return false;
+      p = skip_space(key_end, end);
+      if (p == end || *p != ':') return false;
+      const char* value = skip_space(p + 1, end);
+      if (!(p = skip_value(value, end, 1))) return false;
+      const std::string_view span(value, static_cast<std::size_t>(p - value));
+      if (key == "status") status_ = span;
+      else if (key == "result") result_ = span;
+      else if (key == "traceback") traceback_ = span;  // the last of equal keys wins, as with nlohmann
+      p = skip_space(p, end);
+      if (p == end) return false;
+      if (*p == '}') return skip_space(p + 1, end) == end;
+      if (*p != ',') return false;
+      p = skip_space(p + 1, end);
+    }
+  }
+  // JSON text that dump(json::parse(text)) writes back unchanged: null, true,
+  // false, an integer of up to 18 digits but not -0, or an ASCII string
+  // without escapes.
+  static bool plain_literal(std::string_view v) {
+    if (v == "null" || v == "true" || v == "false") return true;
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') {
+      return std::all_of(v.begin() + 1, v.end() - 1, [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u >= 0x20 && u < 0x80 && c != '"' && c != '\\';
+      });
+    }
+    const bool negative = v.starts_with('-');
+    const std::string_view digits = negative ? v.substr(1) : v;
+    // nlohmann writes -0 as 0, and no integer starts with 0 but 0 itself.
+    return !digits.empty() && digits.size() <= 18 && (digits[0] != '0' || (digits.size() == 1 && !negative)) &&
+           std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+  }
+  // A member's text: a string's characters, other JSON as dump() writes it; null for absent or null.
+  static std::optional<std::string> text(std::string_view span, const std::optional<json>& value) {
+    if (value) {
+      if (value->is_null()) return std::nullopt;
+      return json_text(*value);
+    }
+    if (span.empty() || span == "null") return std::nullopt;
+    if (span.size() >= 2 && span.front() == '"' && span.back() == '"' &&
+        span.find('\\') == std::string_view::npos)
+      return std::string(span.substr(1, span.size() - 2));
+    return json_text(json::parse(span));
+  }
+
+  std::string_view status_, result_, traceback_;  // as sent; empty: absent
+  std::optional<json> status_value_, result_value_, traceback_value_;  // set when parsed by nlohmann
 };
 
 json task_to_json(const TaskRecord& t) {
@@ -456,40 +567,35 @@ bool TaskTracker::observe_task(std::string_view exchange, std::string_view routi
   const auto retries = static_cast<std::uint32_t>(h.retries);
 
   // Everything that can fail on a malformed body first, so a bad message leaves no record.
-  std::string format, args, kwargs;
-  if (props.content_type == task::kCapnpContentType) {
-    format = "capnp";
+  const bool capnp = props.content_type == task::kCapnpContentType;
+  const bool reprs = !capnp && h.argsrepr && h.kwargsrepr;  // Celery's own: no need to read the body
+  std::string body_args, body_kwargs;
+  if (capnp) {
     const task::TaskMessage m = task::decode_task_capnp(body);
-    args = clip(dump(task::value_to_json(task::Value(m.args))));
-    kwargs = clip(dump(task::value_to_json(task::Value(m.kwargs))));
-  } else {
-    format = "celery";
-    if (h.argsrepr && h.kwargsrepr) {
-      args = clip(*h.argsrepr);
-      kwargs = clip(*h.kwargsrepr);
-    } else if (props.content_type == task::kJsonContentType) {
-      // Protocol v2 body: [args, kwargs, embed].
-      const json b = json::parse(body);
-      if (b.is_array() && b.size() >= 2) {
-        args = clip(dump(b[0]));
-        kwargs = clip(dump(b[1]));
-      }
+    body_args = dump(task::value_to_json(task::Value(m.args)));
+    body_kwargs = dump(task::value_to_json(task::Value(m.kwargs)));
+  } else if (!reprs && props.content_type == task::kJsonContentType) {
+    // Protocol v2 body: [args, kwargs, embed].
+    const json b = json::parse(body);
+    if (b.is_array() && b.size() >= 2) {
+      body_args = dump(b[0]);
+      body_kwargs = dump(b[1]);
     }
   }
 
   const Touched touched = touch_task(*id, now);
   TaskRecord& t = touched.task;
-  t.name = clip(*name);
+  assign_clipped(t.name, *name);
   TaskTypeStats& stats = types_[t.name];
   ++stats.published;
   if (!touched.created && retries > t.retries) ++stats.retried;  // Celery's retry re-publishes the same id with retries + 1
   dirty_types_.insert(t.name);
   t.retries = retries;
-  t.exchange = clip(exchange);
-  t.routing_key = clip(routing_key);
-  t.format = std::move(format);
-  t.args = std::move(args);
-  t.kwargs = std::move(kwargs);
+  assign_clipped(t.exchange, exchange);
+  assign_clipped(t.routing_key, routing_key);
+  t.format.assign(capnp ? "capnp" : "celery");
+  assign_clipped(t.args, reprs ? *h.argsrepr : std::string_view(body_args));
+  assign_clipped(t.kwargs, reprs ? *h.kwargsrepr : std::string_view(body_kwargs));
   t.sent = now;
   t.received = t.started = t.finished = t.runtime = 0;
   t.result.clear();
@@ -548,31 +654,32 @@ void TaskTracker::observe_result(TaskRecord& t, const amqp::PropertiesSummary& p
     return;
   }
   if (props.content_type != task::kJsonContentType) return;  // some other reply sharing the id
-  ResultScan scan;
-  if (!json::sax_parse(body.begin(), body.end(), &scan)) {
-    const json r = json::parse(body);  // throws on a malformed body, as before
-    if (!r.is_object()) return;
-    scan.status = scan.result = scan.traceback = std::nullopt;
-    if (r.contains("status")) scan.status = r["status"];
-    if (r.contains("result")) scan.result = r["result"];
-    if (r.contains("traceback")) scan.traceback = r["traceback"];
-  }
-  if (!scan.status) return;
+  CeleryResult r;
+  if (!r.read(body)) return;
+  const std::optional<std::string> status_text = r.status();
+  if (!status_text) return;
+  const std::string& status = *status_text;
+  // Everything that can throw on a malformed member first, so it changes nothing.
+  const std::optional<std::string> traceback = r.traceback();
+  const bool success = status == "SUCCESS";
+  const bool failure = status == "FAILURE" || status == "REVOKED" || status == "RETRY";
+  const std::string result = success ? r.result_text() : std::string();
+  const std::string error = failure ? celery_error(r.result()) : std::string();
+  const json started = status == "STARTED" ? r.result() : json();  // task_track_started: {"pid", "hostname"}
+
   ++results_seen_;
-  const std::string status = json_text(*scan.status);
-  const json value = scan.result ? std::move(*scan.result) : json();
-  if (scan.traceback && !scan.traceback->is_null()) t.traceback = clip(json_text(*scan.traceback));
-  if (status == "SUCCESS") {
-    t.result = clip(dump(value));
+  if (traceback) assign_clipped(t.traceback, *traceback);
+  if (success) {
+    assign_clipped(t.result, result);
     finish(t, TaskState::kSuccess, now, 0);
-  } else if (status == "FAILURE" || status == "REVOKED") {
-    t.error = clip(celery_error(value));
-    finish(t, status == "FAILURE" ? TaskState::kFailure : TaskState::kRevoked, now, 0);
   } else if (status == "RETRY") {
-    t.error = clip(celery_error(value));
+    assign_clipped(t.error, error);
     if (!is_final(t.state)) set_state(t, TaskState::kRetry);
-  } else if (status == "STARTED") {  // task_track_started: result is {"pid", "hostname"}
-    if (value.is_object() && value.contains("hostname")) t.worker = clip(json_text(value["hostname"]));
+  } else if (failure) {
+    assign_clipped(t.error, error);
+    finish(t, status == "FAILURE" ? TaskState::kFailure : TaskState::kRevoked, now, 0);
+  } else if (status == "STARTED") {
+    if (started.is_object() && started.contains("hostname")) t.worker = clip(json_text(started["hostname"]));
     if (rank(t.state) < rank(TaskState::kStarted)) {
       t.started = now;
       set_state(t, TaskState::kStarted);
@@ -667,22 +774,31 @@ void TaskTracker::observe_worker_event(const json& e, std::string_view type, dou
 
 TaskTracker::Touched TaskTracker::touch_task(std::string_view id, double now) {
   if (auto it = tasks_.find(id); it != tasks_.end()) return {it->second, false};
-  while (tasks_.size() >= options_.max_tasks && !by_seq_.empty()) evict_oldest();
-  TaskRecord& t = tasks_.try_emplace(std::string(id)).first->second;  // built in place: id is not there
-  t.id = id;
-  t.seq = next_seq_++;
-  t.sent = now;
-  by_seq_.emplace(t.seq, &t);
-  return {t, true};
+  auto node = tasks_.size() >= options_.max_tasks && !by_age_.empty() ? evict_oldest() : decltype(tasks_)::node_type();
+  while (tasks_.size() >= options_.max_tasks && !by_age_.empty()) evict_oldest();  // the bound may have been lowered
+  TaskRecord* t;
+  if (node) {
+    node.key().assign(id);
+    t = &node.mapped();
+    t->recycle();
+    tasks_.insert(std::move(node));  // id is not there: no lookup can fail
+  } else {
+    t = &tasks_.try_emplace(std::string(id)).first->second;
+  }
+  t->id = id;
+  t->seq = next_seq_++;
+  t->sent = now;
+  by_age_.push_back(t);
+  return {*t, true};
 }
 
-void TaskTracker::evict_oldest() {
-  auto oldest = by_seq_.begin();
-  std::string id = oldest->second->id;
-  by_seq_.erase(oldest);
-  tasks_.erase(id);  // a pending write of it is skipped (flush() finds no record for its seq)
-  deleted_tasks_.push_back(std::move(id));
+broker::StringMap<TaskRecord>::node_type TaskTracker::evict_oldest() {
+  TaskRecord& oldest = *by_age_.front();
+  by_age_.pop_front();
+  // A pending write of it is skipped: flush() sees its seq below oldest_seq().
+  if (oldest.stored) deleted_tasks_.push_back(oldest.id);
   ++evicted_;
+  return tasks_.extract(oldest.id);
 }
 
 void TaskTracker::set_state(TaskRecord& t, TaskState s) { t.state = s; }
@@ -741,11 +857,18 @@ WorkerRecord& TaskTracker::touch_worker(std::string_view hostname, double now) {
 }
 
 std::string TaskTracker::clip(std::string_view text) const {
-  if (text.size() <= options_.max_text_bytes) return valid_utf8(text);
+  std::string out;
+  assign_clipped(out, text);
+  return out;
+}
+
+void TaskTracker::assign_clipped(std::string& out, std::string_view text) const {
+  if (text.size() <= options_.max_text_bytes) return assign_valid_utf8(out, text);
   // Cut on a UTF-8 character boundary so the JSON served stays valid.
   std::size_t n = options_.max_text_bytes;
   while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  return valid_utf8(text.substr(0, n)) + "…";
+  assign_valid_utf8(out, text.substr(0, n));
+  out.append("…");
 }
 
 void TaskTracker::malformed(std::string_view what, std::string_view detail) {
@@ -771,12 +894,10 @@ void TaskTracker::restore() {
       const json j = json::parse(rec.value);
       if (rec.key.starts_with(kTaskKey)) {
         TaskRecord t = task_from_json(j);
+        t.stored = true;
         next_seq_ = std::max(next_seq_, t.seq + 1);
-        auto [it, created] = tasks_.try_emplace(t.id);
         // Two stored ids that are not UTF-8 can read back as the same text: the later record wins.
-        if (!created) by_seq_.erase(it->second.seq);
-        it->second = std::move(t);
-        by_seq_.emplace(it->second.seq, &it->second);
+        tasks_.insert_or_assign(t.id, std::move(t));
       } else if (rec.key.starts_with(kTypeKey)) {
         types_.insert_or_assign(rec.key.substr(kTypeKey.size()), stats_from_json(j));
       } else if (rec.key.starts_with(kWorkerKey)) {
@@ -789,6 +910,9 @@ void TaskTracker::restore() {
       spdlog::warn("task tracker: skipping unreadable record '{}': {}", rec.key, e.what());
     }
   }
+  by_age_.clear();
+  for (auto& [_, t] : tasks_) by_age_.push_back(&t);
+  std::sort(by_age_.begin(), by_age_.end(), [](const TaskRecord* a, const TaskRecord* b) { return a->seq < b->seq; });
   while (tasks_.size() > options_.max_tasks) evict_oldest();  // the bound may have been lowered
   spdlog::info("task history: {} task(s), {} task name(s), {} worker(s) restored{}", tasks_.size(), types_.size(),
                workers_.size(), bad ? fmt::format(", {} unreadable", bad) : std::string());
@@ -822,11 +946,12 @@ void TaskTracker::flush() {
     store_->delete_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(id));
   for (const std::string& h : deleted_workers_)
     store_->delete_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey).append(h));
-  for (const std::uint64_t seq : dirty_tasks_) {
-    auto s = by_seq_.find(seq);
-    if (s == by_seq_.end()) continue;  // evicted since
-    TaskRecord& t = *s->second;
+  const std::uint64_t oldest = oldest_seq();
+  for (const DirtyTask& d : dirty_tasks_) {
+    if (d.seq < oldest) continue;  // evicted since
+    TaskRecord& t = *d.task;
     t.dirty = false;
+    t.stored = true;
     write_task_record(value_, t);
     store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(t.id), value_);
   }
@@ -869,8 +994,8 @@ const WorkerRecord* TaskTracker::worker(std::string_view hostname) const {
 json TaskTracker::list_tasks(const TaskQuery& q) const {
   json items = json::array();
   std::size_t total = 0;
-  for (auto it = by_seq_.rbegin(); it != by_seq_.rend(); ++it) {
-    const TaskRecord& t = *it->second;
+  for (auto it = by_age_.rbegin(); it != by_age_.rend(); ++it) {
+    const TaskRecord& t = **it;
     if (q.state && t.state != *q.state) continue;
     if (!q.name.empty() && t.name != q.name) continue;
     if (total >= q.offset && items.size() < q.limit) items.push_back(task_to_json(t));

@@ -39,7 +39,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <map>
+#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,6 +87,20 @@ struct TaskRecord {
   double runtime = 0;     // seconds; from the worker when it says, else measured
   std::uint64_t seq = 0;  // creation order: listing and eviction
   bool dirty = false;     // changed since the last flush (not itself stored)
+  bool stored = false;    // a version of it is in the store, so eviction deletes it (not itself stored)
+
+  // Makes this a record of nothing (as a new one) but keeps the strings'
+  // buffers, for a new task that takes over an evicted one's record.
+  void recycle() {
+    for (std::string* s : {&id, &name, &args, &kwargs, &result, &error, &traceback, &worker, &exchange,
+                           &routing_key, &format})
+      s->clear();
+    state = TaskState::kPending;
+    retries = 0;
+    sent = received = started = finished = runtime = 0;
+    seq = 0;
+    dirty = stored = false;
+  }
 };
 
 // Counters per task name. Current counts (queued, running) are computed from
@@ -183,8 +197,9 @@ class TaskTracker {
     TaskRecord& task;
     bool created;  // not tracked before this call
   };
-  // Finds or creates (evicting). One lookup for a task already tracked, which
-  // needs no copy of the id; a new one is looked up again to insert it.
+  // Finds or creates. One lookup for a task already tracked, which needs no
+  // copy of the id. At the bound, a new task takes over the oldest one's map
+  // node and strings, so a steady stream of tasks allocates nothing here.
   Touched touch_task(std::string_view id, double now);
   // Moves t to a final state once: counters and runtime are counted on the first arrival only.
   void finish(TaskRecord& t, TaskState s, double at, double runtime);
@@ -194,30 +209,41 @@ class TaskTracker {
     w.written_at = now;
     dirty_workers_.insert(w.hostname);
   }
-  void evict_oldest();
+  // Forgets the oldest task (and deletes it from the store if it was written
+  // there); returns its map node for reuse.
+  broker::StringMap<TaskRecord>::node_type evict_oldest();
   void mark(TaskRecord& t) {
     if (store_ == nullptr || t.dirty) return;
     t.dirty = true;
-    dirty_tasks_.push_back(t.seq);
+    dirty_tasks_.push_back({t.seq, &t});
   }
+  // Oldest task still tracked; a task with a lower seq has been evicted.
+  std::uint64_t oldest_seq() const { return by_age_.empty() ? next_seq_ : by_age_.front()->seq; }
   std::string clip(std::string_view text) const;
+  // clip() into out, reusing its buffer.
+  void assign_clipped(std::string& out, std::string_view text) const;
   void malformed(std::string_view what, std::string_view detail);
 
   TrackerOptions options_;
   store::Store* store_;  // HELD NOT OWNED; null: no persistence
   broker::StringMap<TaskRecord> tasks_;
-  // seq -> the record in tasks_, oldest first. tasks_ is node-based, so the
-  // pointers stay valid until the record is erased (evict_oldest() only).
-  std::map<std::uint64_t, TaskRecord*> by_seq_;
+  // The records in tasks_ by ascending seq, oldest first; only the oldest is
+  // ever evicted. tasks_ is node-based, so the pointers stay valid until then.
+  std::deque<TaskRecord*> by_age_;
   broker::StringMap<TaskTypeStats> types_;
   broker::StringMap<WorkerRecord> workers_;
   std::uint64_t next_seq_ = 1;
   std::uint64_t evicted_ = 0;
   std::uint64_t malformed_ = 0;
   std::uint64_t results_seen_ = 0, events_seen_ = 0;
-  // What flush() writes: tasks (by seq; an evicted one is skipped), names and
-  // hostnames changed since the last flush.
-  std::vector<std::uint64_t> dirty_tasks_;
+  // What flush() writes: tasks (an entry whose seq is below oldest_seq() was
+  // evicted, and its record may since hold another task), names and hostnames
+  // changed since the last flush.
+  struct DirtyTask {
+    std::uint64_t seq;
+    TaskRecord* task;
+  };
+  std::vector<DirtyTask> dirty_tasks_;
   std::unordered_set<std::string> dirty_types_, dirty_workers_;
   std::vector<std::string> deleted_tasks_, deleted_workers_;
   std::string key_, value_;  // flush()'s buffers, reused
