@@ -31,9 +31,8 @@ std::uint16_t read_flags(Reader& r) {
   return flags;
 }
 
-}  // namespace
-
-BasicProperties decode_properties(std::string_view encoded) {
+// encoded_headers null: the headers are decoded into the result.
+BasicProperties decode_properties_into(std::string_view encoded, std::string* encoded_headers) {
   Reader r(encoded);
   const std::uint16_t f = read_flags(r);
   BasicProperties p;
@@ -42,7 +41,16 @@ BasicProperties decode_properties(std::string_view encoded) {
   };
   str(f, kContentType, p.content_type);
   str(f, kContentEncoding, p.content_encoding);
-  if (f & kHeaders) p.headers = decode_table(r);
+  if (encoded_headers != nullptr) {
+    encoded_headers->clear();
+    if (f & kHeaders) {
+      const std::size_t start = r.position();
+      r.take(r.u32());
+      encoded_headers->assign(encoded.substr(start, r.position() - start));
+    }
+  } else if (f & kHeaders) {
+    p.headers = decode_table(r);
+  }
   if (f & kDeliveryMode) p.delivery_mode = r.u8();
   if (f & kPriority) p.priority = r.u8();
   str(f, kCorrelationId, p.correlation_id);
@@ -56,6 +64,14 @@ BasicProperties decode_properties(std::string_view encoded) {
   str(f, kClusterId, p.cluster_id);
   if (!r.empty()) throw DecodeError("trailing bytes after basic properties");
   return p;
+}
+
+}  // namespace
+
+BasicProperties decode_properties(std::string_view encoded) { return decode_properties_into(encoded, nullptr); }
+
+BasicProperties decode_properties(std::string_view encoded, std::string& encoded_headers) {
+  return decode_properties_into(encoded, &encoded_headers);
 }
 
 void encode_properties(Writer& w, const BasicProperties& p) {

@@ -38,6 +38,11 @@ struct BasicProperties {
 
 // Decodes flags + property list (what follows body-size in a content header).
 BasicProperties decode_properties(std::string_view encoded);
+// The same, but the headers table is kept as sent (its length prefix
+// included) in encoded_headers, cleared when there is none, and headers stays
+// empty: for readers that need a few of many headers. Only the table's length
+// is checked here; whoever reads it meets what else is malformed.
+BasicProperties decode_properties(std::string_view encoded, std::string& encoded_headers);
 void encode_properties(Writer& w, const BasicProperties& p);
 std::string encode_properties(const BasicProperties& p);
 

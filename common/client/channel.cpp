@@ -7,9 +7,17 @@
 #include <limits>
 #include <vector>
 
+#include "common/amqp/field_table.hpp"
 #include "common/client/connection.hpp"
 
 namespace mb::client {
+
+void decode_headers(Delivery& d) {
+  if (d.encoded_headers.empty()) return;
+  amqp::Reader r(d.encoded_headers);
+  d.properties.headers = amqp::decode_table(r);
+  d.encoded_headers.clear();
+}
 
 // Synchronous methods (qos, cancel, close...) go out after the acks the
 // caller gave before them, as they would without the gathering.
@@ -86,16 +94,16 @@ asio::awaitable<void> Channel::queue_bind(std::string_view queue, std::string_vi
 }
 
 asio::awaitable<std::string> Channel::consume(std::string_view queue, std::string_view tag, bool no_ack,
-                                              const DeliveryFn& fn) {
+                                              const DeliveryFn& fn, HeadersForm headers) {
   amqp::BasicConsume m;
   m.queue = queue;
   m.consumer_tag = tag;
   m.no_ack = no_ack;
   // The consumer is registered when consume-ok is read, before any delivery for it.
-  const Extract ex = [this, fn, no_ack](const amqp::Method& r) -> std::string {
+  const Extract ex = [this, fn, no_ack, headers](const amqp::Method& r) -> std::string {
     auto* ok = std::get_if<amqp::BasicConsumeOk>(&r);
     if (!ok) throw AmqpError(505, "UNEXPECTED_FRAME - expected basic.consume-ok");
-    consumers_[std::string(ok->consumer_tag)] = Consumer{fn, no_ack};
+    consumers_[std::string(ok->consumer_tag)] = Consumer{fn, no_ack, headers};
     return std::string(ok->consumer_tag);
   };
   std::string tag_ok = co_await call(m, ex);
@@ -253,7 +261,9 @@ void Channel::on_frame(const amqp::Frame& f) {
       }
       try {
         auto h = amqp::decode_content_header(f.payload);
-        incoming_->properties = amqp::decode_properties(h.properties);
+        incoming_->properties = incoming_headers_ == HeadersForm::kEncoded
+                                    ? amqp::decode_properties(h.properties, incoming_->encoded_headers)
+                                    : amqp::decode_properties(h.properties);
         incoming_size_ = h.body_size;
         incoming_->body.reserve(h.body_size);
       } catch (const amqp::DecodeError& e) {
@@ -305,6 +315,7 @@ void Channel::on_method(const amqp::Method& m) {
     // meanwhile counts as unacked: it is never acked, so never covered).
     auto c = consumers_.find(d->consumer_tag);
     if (c == consumers_.end() || !c->second.no_ack) unsettled_.push_back(Unsettled{d->delivery_tag, false});
+    incoming_headers_ = c == consumers_.end() ? HeadersForm::kDecoded : c->second.headers;
     incoming_size_ = 0;
     return;
   }
@@ -314,6 +325,7 @@ void Channel::on_method(const amqp::Method& m) {
     incoming_->routing_key = r->routing_key;
     incoming_header_ = false;
     incoming_is_return_ = true;
+    incoming_headers_ = HeadersForm::kDecoded;
     return;
   }
   if (auto* c = std::get_if<amqp::ChannelClose>(&m)) {

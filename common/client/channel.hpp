@@ -44,8 +44,21 @@ struct Delivery {
   std::string exchange;
   std::string routing_key;
   amqp::BasicProperties properties;
+  // From a consumer with HeadersForm::kEncoded: the headers table as sent,
+  // length prefix included (properties.headers is then empty); see decode_headers.
+  std::string encoded_headers;
   std::string body;
 };
+
+// How a consumer's deliveries carry the message headers.
+enum class HeadersForm {
+  kDecoded,  // in properties.headers
+  kEncoded,  // in encoded_headers, for a reader of a few keys (decoding a whole table allocates for every entry)
+};
+
+// Moves a delivery's encoded headers into properties.headers (to re-publish
+// it, say); throws amqp::DecodeError when they are malformed.
+void decode_headers(Delivery& d);
 
 struct QueueOptions {
   bool durable = false;
@@ -76,7 +89,8 @@ class Channel {
                                          bool auto_delete, const amqp::FieldTable& arguments);
   asio::awaitable<void> queue_delete(std::string_view name);
   asio::awaitable<void> queue_bind(std::string_view queue, std::string_view exchange, std::string_view routing_key);
-  asio::awaitable<std::string> consume(std::string_view queue, std::string_view tag, bool no_ack, const DeliveryFn& fn);
+  asio::awaitable<std::string> consume(std::string_view queue, std::string_view tag, bool no_ack, const DeliveryFn& fn,
+                                       HeadersForm headers = HeadersForm::kDecoded);
   asio::awaitable<void> cancel(std::string_view tag);
   asio::awaitable<void> close();
   // Puts the channel in publisher-confirm mode (confirm.select).
@@ -127,6 +141,7 @@ class Channel {
   struct Consumer {
     DeliveryFn fn;
     bool no_ack = false;
+    HeadersForm headers = HeadersForm::kDecoded;
   };
   // A delivery the broker holds unacked, by tag; settled once acked or rejected.
   struct Unsettled {
@@ -148,6 +163,7 @@ class Channel {
   std::uint64_t incoming_size_ = 0;
   bool incoming_header_ = false;
   bool incoming_is_return_ = false;
+  HeadersForm incoming_headers_ = HeadersForm::kDecoded;
   bool confirm_mode_ = false;
   std::uint64_t publish_seq_ = 0;            // confirm mode: sequence number of the last publish
   std::map<std::uint64_t, ConfirmFn> confirms_;  // awaiting basic.ack / basic.nack, by sequence number

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "common/amqp/field_skip.hpp"
+
 namespace mb::client {
 
 task::Value field_to_value(const amqp::FieldValue& fv) {
@@ -50,6 +52,21 @@ task::Map table_to_map(const amqp::FieldTable& t, std::span<const std::string_vi
   task::Map m;
   for (const auto& e : t.entries)
     if (std::find(keys.begin(), keys.end(), e.name) != keys.end()) m.insert_or_assign(e.name, field_to_value(e.value));
+  return m;
+}
+
+task::Map table_to_map(std::string_view encoded_table, std::span<const std::string_view> keys) {
+  amqp::Reader outer(encoded_table);
+  amqp::Reader r(outer.take(outer.u32()));
+  task::Map m;
+  while (!r.empty()) {
+    const std::string_view name = r.shortstr();
+    if (std::find(keys.begin(), keys.end(), name) == keys.end()) {
+      amqp::skip_field_value(r);
+    } else {
+      m.insert_or_assign(std::string(name), field_to_value(amqp::decode_field_value(r)));
+    }
+  }
   return m;
 }
 

@@ -14,6 +14,9 @@ task::Value field_to_value(const amqp::FieldValue& v);
 task::Map table_to_map(const amqp::FieldTable& t);
 // Only the entries named in `keys`: the others are not converted.
 task::Map table_to_map(const amqp::FieldTable& t, std::span<const std::string_view> keys);
+// The same from an encoded table (length prefix included): the other entries
+// are stepped over, not decoded. Throws amqp::DecodeError when it is malformed.
+task::Map table_to_map(std::string_view encoded_table, std::span<const std::string_view> keys);
 // Integers that fit become 'I' (signed 32-bit, as py-amqp sends), others 'l';
 // strings 'S', bytes 'x', lists 'A', maps 'F', null 'V'.
 amqp::FieldValue value_to_field(const task::Value& v);

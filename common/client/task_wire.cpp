@@ -57,13 +57,22 @@ OutgoingMessage build_task_message(const task::TaskMessage& t, int priority) {
   return m;
 }
 
-task::TaskMessage parse_task_message(const amqp::BasicProperties& p, std::string_view body) {
+namespace {
+
+// encoded_headers: the table when p.headers was left encoded, else empty.
+task::TaskMessage parse_task(const amqp::BasicProperties& p, std::string_view encoded_headers, std::string_view body) {
   task::TaskMessage t;
   std::string_view ct = p.content_type ? std::string_view(*p.content_type) : std::string_view();
+  auto celery_headers = [&] {
+    if (p.headers) return table_to_map(*p.headers, task::kCeleryTaskHeaders);
+    return encoded_headers.empty() ? task::Map{} : table_to_map(encoded_headers, task::kCeleryTaskHeaders);
+  };
   if (ct == task::kCapnpContentType) {
     t = task::decode_task_capnp(body);
-  } else if (ct == task::kJsonContentType || (ct.empty() && p.headers && p.headers->find("task"))) {
-    t = task::decode_celery_task(p.headers ? table_to_map(*p.headers, task::kCeleryTaskHeaders) : task::Map{}, body);
+  } else if (ct == task::kJsonContentType) {
+    t = task::decode_celery_task(celery_headers(), body);
+  } else if (task::Map h; ct.empty() && (h = celery_headers()).contains("task")) {
+    t = task::decode_celery_task(h, body);
   } else {
     throw std::runtime_error("unsupported content type '" + std::string(ct) + "'");
   }
@@ -72,6 +81,14 @@ task::TaskMessage parse_task_message(const amqp::BasicProperties& p, std::string
   if (t.correlation_id.empty()) t.correlation_id = t.id;
   return t;
 }
+
+}  // namespace
+
+task::TaskMessage parse_task_message(const amqp::BasicProperties& p, std::string_view body) {
+  return parse_task(p, {}, body);
+}
+
+task::TaskMessage parse_task_message(const Delivery& d) { return parse_task(d.properties, d.encoded_headers, d.body); }
 
 OutgoingMessage build_result_message(const task::TaskResult& r, task::WireFormat format,
                                      const std::string& correlation_id) {

@@ -22,6 +22,8 @@ OutgoingMessage build_task_message(const task::TaskMessage& t, int priority = -1
 // Decodes by content type; throws std::runtime_error on what it cannot read.
 // reply_to and correlation_id come from the properties when they are set.
 task::TaskMessage parse_task_message(const amqp::BasicProperties& properties, std::string_view body);
+// The same for a delivery whose headers may be kept encoded (HeadersForm::kEncoded).
+task::TaskMessage parse_task_message(const Delivery& d);
 
 // The result goes back in the task's own format, correlation_id = the task's.
 OutgoingMessage build_result_message(const task::TaskResult& r, task::WireFormat format,

@@ -328,6 +328,30 @@ TEST_CASE("golden: py-amqp Celery-style publish with the full headers table, del
   CHECK(delivered.body == c.body);
 }
 
+TEST_CASE("headers kept encoded: the table's bytes as sent, every other property decoded") {
+  const Content c = golden_content("pyamqp_celery_publish_3_body_frames");
+  const BasicProperties decoded = decode_properties(c.header.properties);
+  std::string encoded_headers = "left over from the last message";
+  BasicProperties p = decode_properties(c.header.properties, encoded_headers);
+  CHECK_FALSE(p.headers.has_value());
+  std::string table;
+  Writer w(table);
+  encode_table(w, *decoded.headers);
+  CHECK(encoded_headers == table);
+  p.headers = decoded.headers;
+  CHECK(p == decoded);
+  // No headers: the buffer is cleared. A table that does not fit throws; one
+  // that fits but holds an unknown field type is left to its reader.
+  decode_properties(encode_properties(only(3)), encoded_headers);
+  CHECK(encoded_headers.empty());
+  CHECK_THROWS_AS(decode_properties(bytes({0x20, 0x00, 0, 0, 0, 9, 1, 'k'}), encoded_headers), DecodeError);
+  const std::string bad_table = bytes({0x30, 0x00, 0, 0, 0, 3, 1, 'k', '?', 2});
+  CHECK_THROWS_AS(decode_properties(bad_table), DecodeError);
+  p = decode_properties(bad_table, encoded_headers);
+  CHECK(encoded_headers == bytes({0, 0, 0, 3, 1, 'k', '?'}));
+  CHECK(p.delivery_mode == 2);
+}
+
 TEST_CASE("summarize_properties reads expiration and user-id as views") {
   BasicProperties p;
   p.expiration = "1500";

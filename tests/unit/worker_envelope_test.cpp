@@ -314,6 +314,57 @@ TEST_CASE("task messages on AMQP") {
   CHECK(client::parse_result_message(rj.properties, rj.body).value == Value(10));
 }
 
+TEST_CASE("a task read from headers kept encoded is the task read from decoded headers") {
+  auto t = sample_task();
+  t.format = task::WireFormat::kCelery;
+  t.eta = 1'800'000'000.25;
+  t.time_limit = 30;
+  t.soft_time_limit = 20;
+  t.parent_id = "p";
+  for (auto& m : {client::build_task_message(t), client::build_task_message([&] {
+                    auto capnp = t;
+                    capnp.format = task::WireFormat::kCapnp;
+                    return capnp;
+                  }())}) {
+    client::Delivery d;
+    d.properties = amqp::decode_properties(amqp::encode_properties(m.properties), d.encoded_headers);
+    d.body = m.body;
+    REQUIRE_FALSE(d.encoded_headers.empty());
+    const task::TaskMessage a = client::parse_task_message(d);
+    const task::TaskMessage b = client::parse_task_message(m.properties, m.body);
+    CHECK(a.format == b.format);
+    CHECK(a.name == b.name);
+    CHECK(a.id == b.id);
+    CHECK(a.eta == b.eta);
+    CHECK(a.expires == b.expires);
+    CHECK(a.time_limit == b.time_limit);
+    CHECK(a.soft_time_limit == b.soft_time_limit);
+    CHECK(a.parent_id == b.parent_id);
+    CHECK(a.root_id == b.root_id);
+    CHECK(a.origin == b.origin);
+    CHECK(a.retries == b.retries);
+    CHECK(a.ignore_result == b.ignore_result);
+    CHECK(a.args == b.args);
+    CHECK(a.kwargs == b.kwargs);
+    CHECK(a.reply_to == b.reply_to);
+    CHECK(a.correlation_id == b.correlation_id);
+    // Decoded for re-publishing, the headers are the ones sent.
+    client::decode_headers(d);
+    CHECK(d.encoded_headers.empty());
+    CHECK(d.properties == m.properties);
+  }
+  // No content type: a Celery task only when its headers name one.
+  client::Delivery d;
+  amqp::BasicProperties p;
+  p.headers = client::map_to_table(Map{{"task", "add"}, {"id", "x"}});
+  d.properties = amqp::decode_properties(amqp::encode_properties(p), d.encoded_headers);
+  d.body = "[[1, 2], {}, {}]";
+  CHECK(client::parse_task_message(d).name == "add");
+  p.headers = client::map_to_table(Map{{"id", "x"}});
+  d.properties = amqp::decode_properties(amqp::encode_properties(p), d.encoded_headers);
+  CHECK_THROWS(client::parse_task_message(d));
+}
+
 TEST_CASE("headers: field tables <-> values") {
   Map m{{"i", 1}, {"l", INT64_MAX}, {"s", "x"}, {"n", nullptr}, {"a", List{1, "y"}}, {"t", Map{{"k", true}}},
         {"b", Bytes("z")}, {"d", 0.5}};
@@ -321,6 +372,17 @@ TEST_CASE("headers: field tables <-> values") {
   CHECK(std::holds_alternative<std::int32_t>(t.find("i")->v));
   CHECK(std::holds_alternative<std::int64_t>(t.find("l")->v));
   CHECK(client::table_to_map(t) == m);
+  // From the encoded table: only the keys asked for, the others stepped over;
+  // of equal keys the last wins, as table_to_map; malformed bytes throw.
+  t.entries.push_back({"s", amqp::FieldValue("later")});
+  std::string encoded;
+  amqp::Writer w(encoded);
+  amqp::encode_table(w, t);
+  const std::string_view keys[] = {"a", "s", "t", "missing"};
+  CHECK(client::table_to_map(encoded, keys) == client::table_to_map(t, keys));
+  CHECK(client::table_to_map(encoded, keys).at("s") == Value("later"));
+  CHECK(client::table_to_map(encoded, keys).size() == 3);
+  CHECK_THROWS_AS(client::table_to_map(std::string_view(encoded).substr(0, encoded.size() - 1), keys), amqp::DecodeError);
 }
 
 TEST_CASE("broker URLs") {
