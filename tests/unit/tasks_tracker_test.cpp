@@ -4,9 +4,14 @@
 // built with the codec and fed to the tracker as the channel would.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <random>
 #include <string>
 
 #include "broker/store/memory_store.hpp"
+#include "broker/tasks/tracker/task_index.hpp"
 #include "broker/tasks/tracker/task_tracker.hpp"
 #include "common/amqp/properties.hpp"
 #include "common/task/capnp_codec.hpp"
@@ -518,4 +523,94 @@ TEST_CASE("max_tasks 0 turns tracking off and leaves a stored history alone") {
   t.restore();
   CHECK(t.size() == 1);
   CHECK(t.find("kept") != nullptr);
+}
+
+TEST_CASE("the task index finds what a map finds through inserts and erases, whatever the hashes collide on") {
+  using mb::tasks::TaskIndex;
+  // Hashes drawn from a few values, so that runs are long and wrap around the
+  // table's end, and tags are often equal: the id decides.
+  for (const std::uint64_t distinct : {3ull, 64ull, 1ull << 40}) {
+    CAPTURE(distinct);
+    std::mt19937_64 rng(distinct);
+    std::vector<std::string> ids;
+    std::vector<std::uint64_t> hashes;
+    for (int i = 0; i < 400; ++i) {
+      ids.push_back("id-" + std::to_string(i));
+      hashes.push_back((rng() % distinct) * 0x9E3779B97F4A7C15ull + (distinct == 3 ? 63 : 0));
+    }
+    auto id_of = [&](std::uint32_t r) -> std::string_view { return ids[r]; };
+    TaskIndex index;
+    std::map<std::uint32_t, bool> present;
+    for (int step = 0; step < 4000; ++step) {
+      const auto r = static_cast<std::uint32_t>(rng() % ids.size());
+      if (present[r]) {
+        index.erase(r, hashes[r]);
+        present[r] = false;
+      } else {
+        index.insert(r, hashes[r]);
+        present[r] = true;
+      }
+      if (step % 97 == 0 || step > 3900) {
+        std::size_t n = 0;
+        for (std::uint32_t k = 0; k < ids.size(); ++k) {
+          const bool in = present[k];
+          n += in;
+          REQUIRE(index.find(ids[k], hashes[k], id_of) == (in ? k : TaskIndex::kNone));
+        }
+        REQUIRE(index.size() == n);
+      }
+    }
+  }
+  TaskIndex empty;
+  CHECK(empty.find("x", 1, [](std::uint32_t) { return std::string_view(); }) == TaskIndex::kNone);
+  empty.erase(0, 1);  // nothing there: nothing happens
+  CHECK(empty.size() == 0);
+}
+
+TEST_CASE("a full history replaces its oldest task with each new one, many times round") {
+  auto data = std::make_shared<mb::store::MemoryStoreData>();
+  auto post = [](std::function<void()> fn) { fn(); };
+  TrackerOptions opts;
+  opts.max_tasks = 7;
+  mb::store::MemoryStore store(post, data);
+  TaskTracker t(opts, &store);
+  std::deque<std::string> kept;  // what the tracker should hold, oldest first
+  for (int i = 0; i < 100; ++i) {
+    const std::string id = "w" + std::to_string(i);
+    publish(t, celery_task(id, "add"), kT0 + i);
+    kept.push_back(id);
+    if (kept.size() > opts.max_tasks) kept.pop_front();
+    // A result for a task still held, and one for a task gone.
+    publish(t, celery_result(kept.front(), R"({"status":"SUCCESS","result":1})"), kT0 + i);
+    if (i >= 7) publish(t, celery_result("w" + std::to_string(i - 7), R"({"status":"SUCCESS","result":1})"), kT0 + i);
+    if (i % 10 == 3) t.flush();
+  }
+  REQUIRE(t.size() == kept.size());
+  for (const auto& id : kept) CHECK(t.find(id) != nullptr);
+  CHECK(t.find("w92") == nullptr);
+  const auto items = t.list_tasks({})["items"];
+  REQUIRE(items.size() == kept.size());
+  for (std::size_t i = 0; i < kept.size(); ++i) CHECK(items[i]["id"] == kept[kept.size() - 1 - i]);  // newest first
+  CHECK(t.summary()["evicted"] == 93);
+  t.flush();
+  store.close();
+  // The store holds exactly the tasks kept, in their order.
+  mb::store::MemoryStore reopened(post, data);
+  std::vector<mb::store::MetaRecord> stored;
+  REQUIRE(reopened.list_meta(mb::store::MetaKind::kGeneric, stored).ok());
+  CHECK(std::count_if(stored.begin(), stored.end(), [](const auto& m) { return m.key.starts_with("task/t/"); }) == 7);
+  TaskTracker r(opts, &reopened);
+  r.restore();
+  REQUIRE(r.size() == kept.size());
+  const auto restored = r.list_tasks({})["items"];
+  for (std::size_t i = 0; i < kept.size(); ++i) CHECK(restored[i]["id"] == kept[kept.size() - 1 - i]);
+  CHECK(r.find(kept.front())->state == TaskState::kSuccess);
+  // Restored with a lower bound, the oldest go.
+  opts.max_tasks = 3;
+  TaskTracker lower(opts, &reopened);
+  lower.restore();
+  CHECK(lower.size() == 3);
+  CHECK(lower.find(kept[3]) == nullptr);
+  CHECK(lower.find(kept[4]) != nullptr);
+  CHECK(lower.list_tasks({})["items"][0]["id"] == kept.back());
 }

@@ -535,7 +535,7 @@ TaskTracker::TaskTracker(TrackerOptions options, store::Store* store) : options_
 bool TaskTracker::interested(std::string_view exchange, const amqp::PropertiesSummary& props) const {
   if (!enabled()) return false;
   return (props.has_headers && props.headers.find(kEncodedTaskKey) != std::string_view::npos) ||
-         exchange == kEventExchange || (!props.correlation_id.empty() && !tasks_.empty());
+         exchange == kEventExchange || (!props.correlation_id.empty() && !records_.empty());
 }
 
 bool TaskTracker::on_publish(std::string_view exchange, std::string_view routing_key,
@@ -550,7 +550,8 @@ bool TaskTracker::on_publish(std::string_view exchange, std::string_view routing
       return false;
     }
     if (!props.correlation_id.empty()) {
-      if (auto it = tasks_.find(props.correlation_id); it != tasks_.end()) observe_result(it->second, props, body, now);
+      if (TaskRecord* t = find_task(props.correlation_id, TaskIndex::hash(props.correlation_id)))
+        observe_result(*t, props, body, now);
     }
   } catch (const std::exception& e) {
     malformed(exchange == kEventExchange ? "event" : "task message", e.what());
@@ -609,12 +610,12 @@ void TaskTracker::on_delivered(std::string_view encoded_properties, double now) 
     const amqp::PropertiesSummary props = amqp::summarize_properties(encoded_properties);
     // Celery and miniworker set correlation_id to the task id: found that way,
     // the headers need no decoding. Otherwise the `id` header says.
-    auto it = tasks_.find(props.correlation_id);
-    if (it == tasks_.end() && props.has_headers) {
-      if (const auto id = scan_task_headers(props.headers).id) it = tasks_.find(*id);
+    TaskRecord* found = find_task(props.correlation_id, TaskIndex::hash(props.correlation_id));
+    if (found == nullptr && props.has_headers) {
+      if (const auto id = scan_task_headers(props.headers).id) found = find_task(*id, TaskIndex::hash(*id));
     }
-    if (it == tasks_.end()) return;  // evicted meanwhile
-    TaskRecord& t = it->second;
+    if (found == nullptr) return;  // evicted meanwhile
+    TaskRecord& t = *found;
     if (is_final(t.state)) return;
     t.received = now;
     if (rank(t.state) < rank(TaskState::kReceived) || t.state == TaskState::kRetry) set_state(t, TaskState::kReceived);
@@ -773,32 +774,40 @@ void TaskTracker::observe_worker_event(const json& e, std::string_view type, dou
 // ---- state ------------------------------------------------------------------
 
 TaskTracker::Touched TaskTracker::touch_task(std::string_view id, double now) {
-  if (auto it = tasks_.find(id); it != tasks_.end()) return {it->second, false};
-  auto node = tasks_.size() >= options_.max_tasks && !by_age_.empty() ? evict_oldest() : decltype(tasks_)::node_type();
-  while (tasks_.size() >= options_.max_tasks && !by_age_.empty()) evict_oldest();  // the bound may have been lowered
-  TaskRecord* t;
-  if (node) {
-    node.key().assign(id);
-    t = &node.mapped();
-    t->recycle();
-    tasks_.insert(std::move(node));  // id is not there: no lookup can fail
+  const std::uint64_t h = TaskIndex::hash(id);
+  if (TaskRecord* t = find_task(id, h)) return {*t, false};
+  std::size_t slot = records_.size();
+  if (slot < options_.max_tasks) {
+    records_.emplace_back();
   } else {
-    t = &tasks_.try_emplace(std::string(id)).first->second;
+    slot = head_;
+    head_ = (head_ + 1) % records_.size();
+    forget(records_[slot]);
+    records_[slot].recycle();
   }
-  t->id = id;
-  t->seq = next_seq_++;
-  t->sent = now;
-  by_age_.push_back(t);
-  return {*t, true};
+  TaskRecord& t = records_[slot];
+  t.id = id;
+  t.id_hash = h;
+  t.seq = next_seq_++;
+  t.sent = now;
+  index_.insert(static_cast<std::uint32_t>(slot), h);
+  return {t, true};
 }
 
-broker::StringMap<TaskRecord>::node_type TaskTracker::evict_oldest() {
-  TaskRecord& oldest = *by_age_.front();
-  by_age_.pop_front();
-  // A pending write of it is skipped: flush() sees its seq below oldest_seq().
-  if (oldest.stored) deleted_tasks_.push_back(oldest.id);
+std::uint32_t TaskTracker::position(std::string_view id, std::uint64_t id_hash) const {
+  return index_.find(id, id_hash, [this](std::uint32_t r) -> std::string_view { return records_[r].id; });
+}
+
+TaskRecord* TaskTracker::find_task(std::string_view id, std::uint64_t id_hash) {
+  const std::uint32_t i = position(id, id_hash);
+  return i == TaskIndex::kNone ? nullptr : &records_[i];
+}
+
+void TaskTracker::forget(const TaskRecord& t) {
+  index_.erase(static_cast<std::uint32_t>(&t - records_.data()), t.id_hash);
+  // A pending write of it is skipped: flush() finds another seq in its record.
+  if (t.stored) deleted_tasks_.push_back(t.id);
   ++evicted_;
-  return tasks_.extract(oldest.id);
 }
 
 void TaskTracker::set_state(TaskRecord& t, TaskState s) { t.state = s; }
@@ -888,6 +897,7 @@ void TaskTracker::restore() {
     return;
   }
   std::size_t bad = 0;
+  broker::StringMap<TaskRecord> tasks;
   for (const store::MetaRecord& rec : records) {
     if (!rec.key.starts_with(kKeyPrefix)) continue;
     try {
@@ -897,7 +907,7 @@ void TaskTracker::restore() {
         t.stored = true;
         next_seq_ = std::max(next_seq_, t.seq + 1);
         // Two stored ids that are not UTF-8 can read back as the same text: the later record wins.
-        tasks_.insert_or_assign(t.id, std::move(t));
+        tasks.insert_or_assign(t.id, std::move(t));
       } else if (rec.key.starts_with(kTypeKey)) {
         types_.insert_or_assign(rec.key.substr(kTypeKey.size()), stats_from_json(j));
       } else if (rec.key.starts_with(kWorkerKey)) {
@@ -910,11 +920,27 @@ void TaskTracker::restore() {
       spdlog::warn("task tracker: skipping unreadable record '{}': {}", rec.key, e.what());
     }
   }
-  by_age_.clear();
-  for (auto& [_, t] : tasks_) by_age_.push_back(&t);
-  std::sort(by_age_.begin(), by_age_.end(), [](const TaskRecord* a, const TaskRecord* b) { return a->seq < b->seq; });
-  while (tasks_.size() > options_.max_tasks) evict_oldest();  // the bound may have been lowered
-  spdlog::info("task history: {} task(s), {} task name(s), {} worker(s) restored{}", tasks_.size(), types_.size(),
+  records_.clear();
+  index_.clear();
+  head_ = 0;
+  records_.reserve(std::min(tasks.size(), options_.max_tasks));
+  std::vector<TaskRecord*> by_seq;
+  for (auto& [_, t] : tasks) by_seq.push_back(&t);
+  std::sort(by_seq.begin(), by_seq.end(), [](const TaskRecord* a, const TaskRecord* b) { return a->seq < b->seq; });
+  // The bound may have been lowered: the oldest go.
+  const std::size_t dropped = by_seq.size() - std::min(by_seq.size(), options_.max_tasks);
+  for (std::size_t i = 0; i < by_seq.size(); ++i) {
+    TaskRecord& t = *by_seq[i];
+    if (i < dropped) {
+      deleted_tasks_.push_back(t.id);
+      ++evicted_;
+      continue;
+    }
+    t.id_hash = TaskIndex::hash(t.id);
+    index_.insert(static_cast<std::uint32_t>(records_.size()), t.id_hash);
+    records_.push_back(std::move(t));
+  }
+  spdlog::info("task history: {} task(s), {} task name(s), {} worker(s) restored{}", records_.size(), types_.size(),
                workers_.size(), bad ? fmt::format(", {} unreadable", bad) : std::string());
 }
 
@@ -946,10 +972,9 @@ void TaskTracker::flush() {
     store_->delete_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(id));
   for (const std::string& h : deleted_workers_)
     store_->delete_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey).append(h));
-  const std::uint64_t oldest = oldest_seq();
   for (const DirtyTask& d : dirty_tasks_) {
-    if (d.seq < oldest) continue;  // evicted since
-    TaskRecord& t = *d.task;
+    TaskRecord& t = records_[d.record];
+    if (t.seq != d.seq) continue;  // evicted since
     t.dirty = false;
     t.stored = true;
     write_task_record(value_, t);
@@ -977,8 +1002,8 @@ void TaskTracker::flush() {
 
 const TaskRecord* TaskTracker::find(std::string_view id) const {
   if (id.empty()) return nullptr;
-  auto it = tasks_.find(id);
-  return it == tasks_.end() ? nullptr : &it->second;
+  const std::uint32_t i = position(id, TaskIndex::hash(id));
+  return i == TaskIndex::kNone ? nullptr : &records_[i];
 }
 
 const TaskTypeStats* TaskTracker::stats(std::string_view name) const {
@@ -994,8 +1019,8 @@ const WorkerRecord* TaskTracker::worker(std::string_view hostname) const {
 json TaskTracker::list_tasks(const TaskQuery& q) const {
   json items = json::array();
   std::size_t total = 0;
-  for (auto it = by_age_.rbegin(); it != by_age_.rend(); ++it) {
-    const TaskRecord& t = **it;
+  for (std::size_t i = records_.size(); i-- > 0;) {
+    const TaskRecord& t = by_age(i);
     if (q.state && t.state != *q.state) continue;
     if (!q.name.empty() && t.name != q.name) continue;
     if (total >= q.offset && items.size() < q.limit) items.push_back(task_to_json(t));
@@ -1016,7 +1041,7 @@ json TaskTracker::task_types() const {
   };
   std::map<std::string, Current, std::less<>> current;
   for (const auto& [name, _] : types_) current[name];
-  for (const auto& [_, t] : tasks_) {
+  for (const TaskRecord& t : records_) {
     if (t.name.empty()) continue;
     Current& c = current[t.name];
     if (t.state == TaskState::kPending || t.state == TaskState::kRetry) ++c.queued;
@@ -1057,10 +1082,10 @@ json TaskTracker::workers(double now) const {
 
 json TaskTracker::summary() const {
   std::array<std::uint64_t, kStateNames.size()> counts{};
-  for (const auto& [_, t] : tasks_) ++counts[static_cast<std::size_t>(t.state)];
+  for (const TaskRecord& t : records_) ++counts[static_cast<std::size_t>(t.state)];
   json states = json::object();
   for (std::size_t i = 0; i < kStateNames.size(); ++i) states[std::string(kStateNames[i])] = counts[i];
-  return json{{"tasks", tasks_.size()},      {"max_tasks", options_.max_tasks}, {"states", std::move(states)},
+  return json{{"tasks", records_.size()},      {"max_tasks", options_.max_tasks}, {"states", std::move(states)},
               {"task_names", types_.size()}, {"workers", workers_.size()},     {"evicted", evicted_},
               {"results_seen", results_seen_}, {"events_seen", events_seen_},  {"malformed", malformed_}};
 }

@@ -39,7 +39,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -47,6 +46,7 @@
 #include <vector>
 
 #include "broker/store/store.hpp"
+#include "broker/tasks/tracker/task_index.hpp"
 #include "broker/string_map.hpp"
 #include "common/amqp/properties.hpp"
 
@@ -88,6 +88,7 @@ struct TaskRecord {
   std::uint64_t seq = 0;  // creation order: listing and eviction
   bool dirty = false;     // changed since the last flush (not itself stored)
   bool stored = false;    // a version of it is in the store, so eviction deletes it (not itself stored)
+  std::uint64_t id_hash = 0;  // TaskIndex::hash(id) (not itself stored)
 
   // Makes this a record of nothing (as a new one) but keeps the strings'
   // buffers, for a new task that takes over an evicted one's record.
@@ -98,7 +99,7 @@ struct TaskRecord {
     state = TaskState::kPending;
     retries = 0;
     sent = received = started = finished = runtime = 0;
-    seq = 0;
+    seq = id_hash = 0;
     dirty = stored = false;
   }
 };
@@ -179,7 +180,7 @@ class TaskTracker {
   nlohmann::json summary() const;  // counts by state, totals, observation counters
 
   const TaskRecord* find(std::string_view id) const;
-  std::size_t size() const { return tasks_.size(); }
+  std::size_t size() const { return records_.size(); }
   const TaskTypeStats* stats(std::string_view name) const;
   const WorkerRecord* worker(std::string_view hostname) const;
   std::uint64_t malformed() const { return malformed_; }
@@ -197,10 +198,14 @@ class TaskTracker {
     TaskRecord& task;
     bool created;  // not tracked before this call
   };
-  // Finds or creates. One lookup for a task already tracked, which needs no
-  // copy of the id. At the bound, a new task takes over the oldest one's map
-  // node and strings, so a steady stream of tasks allocates nothing here.
+  // Finds or creates. At the bound, a new task takes over the oldest one's
+  // record, strings and all, so a steady stream of tasks allocates nothing here.
   Touched touch_task(std::string_view id, double now);
+  TaskRecord* find_task(std::string_view id, std::uint64_t id_hash);
+  // The record's position in records_, or TaskIndex::kNone.
+  std::uint32_t position(std::string_view id, std::uint64_t id_hash) const;
+  // The i-th oldest record (0: the oldest).
+  const TaskRecord& by_age(std::size_t i) const { return records_[(head_ + i) % records_.size()]; }
   // Moves t to a final state once: counters and runtime are counted on the first arrival only.
   void finish(TaskRecord& t, TaskState s, double at, double runtime);
   void set_state(TaskRecord& t, TaskState s);
@@ -209,16 +214,14 @@ class TaskTracker {
     w.written_at = now;
     dirty_workers_.insert(w.hostname);
   }
-  // Forgets the oldest task (and deletes it from the store if it was written
-  // there); returns its map node for reuse.
-  broker::StringMap<TaskRecord>::node_type evict_oldest();
+  // Counts t as evicted and deletes it from the store if it was written there;
+  // its record is then free for another task.
+  void forget(const TaskRecord& t);
   void mark(TaskRecord& t) {
     if (store_ == nullptr || t.dirty) return;
     t.dirty = true;
-    dirty_tasks_.push_back({t.seq, &t});
+    dirty_tasks_.push_back({t.seq, static_cast<std::uint32_t>(&t - records_.data())});
   }
-  // Oldest task still tracked; a task with a lower seq has been evicted.
-  std::uint64_t oldest_seq() const { return by_age_.empty() ? next_seq_ : by_age_.front()->seq; }
   std::string clip(std::string_view text) const;
   // clip() into out, reusing its buffer.
   void assign_clipped(std::string& out, std::string_view text) const;
@@ -226,22 +229,24 @@ class TaskTracker {
 
   TrackerOptions options_;
   store::Store* store_;  // HELD NOT OWNED; null: no persistence
-  broker::StringMap<TaskRecord> tasks_;
-  // The records in tasks_ by ascending seq, oldest first; only the oldest is
-  // ever evicted. tasks_ is node-based, so the pointers stay valid until then.
-  std::deque<TaskRecord*> by_age_;
+  // The tasks tracked, a ring in age order once it holds max_tasks: the
+  // oldest at head_ is the one a new task replaces. Until then head_ is 0 and
+  // new records are appended (which moves them: nothing keeps a pointer to
+  // one past a call).
+  std::vector<TaskRecord> records_;
+  std::size_t head_ = 0;
+  TaskIndex index_;  // id -> position in records_
   broker::StringMap<TaskTypeStats> types_;
   broker::StringMap<WorkerRecord> workers_;
   std::uint64_t next_seq_ = 1;
   std::uint64_t evicted_ = 0;
   std::uint64_t malformed_ = 0;
   std::uint64_t results_seen_ = 0, events_seen_ = 0;
-  // What flush() writes: tasks (an entry whose seq is below oldest_seq() was
-  // evicted, and its record may since hold another task), names and hostnames
-  // changed since the last flush.
+  // What flush() writes: tasks (an entry whose record holds another seq by
+  // then was evicted), names and hostnames changed since the last flush.
   struct DirtyTask {
     std::uint64_t seq;
-    TaskRecord* task;
+    std::uint32_t record;  // position in records_
   };
   std::vector<DirtyTask> dirty_tasks_;
   std::unordered_set<std::string> dirty_types_, dirty_workers_;
