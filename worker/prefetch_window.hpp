@@ -10,6 +10,14 @@
 // falls to a quarter or less. By Little's law a task then waits about `budget` in this
 // worker's reserve, which bounds what holding tasks another worker could
 // start costs.
+//
+// The worker measures every few ms, but the rate over a few ms swings: a
+// worker descheduled for a moment finishes nothing, then twice as much. So
+// the window is sized on kSpan of measurements together, except that it
+// grows at once when one interval alone asks for four times the window or
+// more. That is the window bounding the rate (a burst of short tasks
+// arriving at Celery's window asks for ten times it), which a few
+// milliseconds of noise does not mimic.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +32,8 @@ class PrefetchWindow {
   // Past this the window does not grow, whatever the rate: it bounds the
   // memory that reserved task messages take.
   static constexpr std::size_t kMax = 4096;
+  // Seconds of measurements the window is sized on, but for the ramp.
+  static constexpr double kSpan = 0.025;
 
   // base: Celery's window (concurrency x multiplier), at least 1.
   // budget: seconds of work to reserve; 0 (or not a finite positive number):
@@ -42,19 +52,38 @@ class PrefetchWindow {
   // basic.qos, and a task waits in the reserve at most about 4 x budget.
   bool update(std::uint64_t finished, double elapsed) {
     if (budget_ <= 0 || elapsed <= 0) return false;
-    const double want = std::ceil(static_cast<double>(finished) / elapsed * budget_);  // finite, >= 0
-    const std::size_t target =
-        std::max(base_, want >= static_cast<double>(kMax) ? kMax : static_cast<std::size_t>(want));
-    if (target > size_ && target * 4 < size_ * 5) return false;
-    if (target < size_ && target != base_ && target * 4 > size_) return false;
-    return set(target);
+    span_finished_ += finished;
+    span_elapsed_ += elapsed;
+    if (const std::size_t ramp = target(finished, elapsed); ramp >= size_ * 4) {
+      restart_span();  // what was measured at the smaller window says little about the larger one
+      return set(ramp);
+    }
+    if (span_elapsed_ < kSpan * (1 - 1e-9)) return false;
+    const std::size_t t = target(span_finished_, span_elapsed_);
+    restart_span();
+    if (t > size_ && t * 4 >= size_ * 5) return set(t);
+    if (t < size_ && (t == base_ || t * 4 <= size_)) return set(t);
+    return false;
   }
 
   // Back to base (a new connection: what was measured no longer tells about
   // what comes next). True when that changed size().
-  bool reset() { return set(base_); }
+  bool reset() {
+    restart_span();
+    return set(base_);
+  }
 
  private:
+  // The window for `finished` tasks in `elapsed` seconds.
+  std::size_t target(std::uint64_t finished, double elapsed) const {
+    const double want = std::ceil(static_cast<double>(finished) / elapsed * budget_);  // finite, >= 0
+    return std::max(base_, want >= static_cast<double>(kMax) ? kMax : static_cast<std::size_t>(want));
+  }
+  void restart_span() {
+    span_finished_ = 0;
+    span_elapsed_ = 0;
+  }
+
   bool set(std::size_t n) {
     if (n == size_) return false;
     size_ = n;
@@ -64,6 +93,8 @@ class PrefetchWindow {
   std::size_t base_;
   double budget_;
   std::size_t size_;
+  std::uint64_t span_finished_ = 0;  // measured since the last resize or shrink judgement
+  double span_elapsed_ = 0;
 };
 
 }  // namespace mb::worker

@@ -24,8 +24,9 @@ namespace {
 // on RabbitMQ.
 constexpr bool kChannelWideWindow = true;
 
-// How often the prefetch window is sized again while the worker has tasks.
-constexpr auto kWindowTick = std::chrono::milliseconds(25);
+// How often the prefetch window is sized again while the worker has tasks
+// (PrefetchWindow judges kSpan of these together, but for the ramp).
+constexpr auto kWindowTick = std::chrono::milliseconds(5);
 
 std::size_t celery_window(const WorkerOptions& o) {
   return static_cast<std::size_t>(std::max(1u, o.concurrency)) * o.prefetch_multiplier;
@@ -401,7 +402,7 @@ void Worker::on_window_tick() {
       window_.update(processed_ - processed_at_tick_, std::chrono::duration<double>(now - tick_start_).count());
   // Measuring stops once the worker has nothing to run (tasks held for an eta
   // do not count) and the window is back at base: an idle worker, or one that
-  // paused between bursts, has it shrink at the next tick, as nothing finished.
+  // paused between bursts, has it shrink within kSpan, as nothing finishes.
   if (jobs_.size() > held_ || window_.size() > window_.base()) tick_window();
   if (!changed) return;
   spdlog::debug("prefetch window {} -> {} ({} held)", before, window_.size(), held_);

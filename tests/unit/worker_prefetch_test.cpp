@@ -81,3 +81,29 @@ TEST_CASE("a budget of 0 (or NaN, infinite, negative) keeps Celery's window; the
   CHECK(zero.size() == 1);
   CHECK_FALSE(zero.update(0, 0.0));
 }
+
+TEST_CASE("one short interval grows it fourfold or more; anything else is judged on kSpan of them") {
+  PrefetchWindow w(8, 0.010);
+  CHECK(w.update(200, 0.005));  // 40,000 tasks/s over 5 ms: 400, the ramp
+  CHECK(w.size() == 400);
+  // A worker descheduled for a few ms finishes nothing, then catches up.
+  CHECK_FALSE(w.update(0, 0.005));
+  CHECK_FALSE(w.update(0, 0.005));
+  CHECK_FALSE(w.update(400, 0.005));  // 800 over 5 ms: twice, not four times
+  CHECK_FALSE(w.update(300, 0.005));
+  CHECK_FALSE(w.update(300, 0.005));  // 25 ms: 1,000 finished, 400 again
+  CHECK(w.size() == 400);
+  // A moderate growth waits for 25 ms of it.
+  for (int i = 0; i < 4; ++i) CHECK_FALSE(w.update(300, 0.005));
+  CHECK(w.update(300, 0.005));
+  CHECK(w.size() == 600);
+  // The rate falls for good: it shrinks once 25 ms of it are measured, not before.
+  for (int i = 0; i < 4; ++i) CHECK_FALSE(w.update(0, 0.005));
+  CHECK(w.update(0, 0.005));
+  CHECK(w.size() == 8);
+  // A growth starts the span again: the rate measured at the smaller window is not judged on.
+  CHECK(w.update(150, 0.005));  // 300
+  CHECK_FALSE(w.update(10, 0.02));  // 20 ms at 500/s, but only 20 ms since the growth
+  CHECK(w.update(0, 0.005));        // 25 ms: 10 finished -> base
+  CHECK(w.size() == 8);
+}
