@@ -48,26 +48,32 @@ task::Map table_to_map(const amqp::FieldTable& t) {
   return m;
 }
 
-task::Map table_to_map(const amqp::FieldTable& t, std::span<const std::string_view> keys) {
-  task::Map m;
-  for (const auto& e : t.entries)
-    if (std::find(keys.begin(), keys.end(), e.name) != keys.end()) m.insert_or_assign(e.name, field_to_value(e.value));
-  return m;
+namespace {
+
+// keys' position of name, or keys.size().
+std::size_t position(std::span<const std::string_view> keys, std::string_view name) {
+  return static_cast<std::size_t>(std::find(keys.begin(), keys.end(), name) - keys.begin());
 }
 
-task::Map table_to_map(std::string_view encoded_table, std::span<const std::string_view> keys) {
+}  // namespace
+
+void read_table(const amqp::FieldTable& t, std::span<const std::string_view> keys,
+                std::span<std::optional<task::Value>> out) {
+  for (const auto& e : t.entries)
+    if (const std::size_t i = position(keys, e.name); i < keys.size()) out[i] = field_to_value(e.value);
+}
+
+void read_table(std::string_view encoded_table, std::span<const std::string_view> keys,
+                std::span<std::optional<task::Value>> out) {
   amqp::Reader outer(encoded_table);
   amqp::Reader r(outer.take(outer.u32()));
-  task::Map m;
   while (!r.empty()) {
-    const std::string_view name = r.shortstr();
-    if (std::find(keys.begin(), keys.end(), name) == keys.end()) {
-      amqp::skip_field_value(r);
+    if (const std::size_t i = position(keys, r.shortstr()); i < keys.size()) {
+      out[i] = field_to_value(amqp::decode_field_value(r));
     } else {
-      m.insert_or_assign(std::string(name), field_to_value(amqp::decode_field_value(r)));
+      amqp::skip_field_value(r);
     }
   }
-  return m;
 }
 
 amqp::FieldValue value_to_field(const task::Value& v) {

@@ -2,6 +2,7 @@
 // (common/task) reads and writes message headers without the codec.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -12,11 +13,15 @@ namespace mb::client {
 
 task::Value field_to_value(const amqp::FieldValue& v);
 task::Map table_to_map(const amqp::FieldTable& t);
-// Only the entries named in `keys`: the others are not converted.
-task::Map table_to_map(const amqp::FieldTable& t, std::span<const std::string_view> keys);
+// The values of the entries named in `keys`, into out by the key's position
+// (out is keys' size; of equal names the last wins); the other entries are
+// not converted.
+void read_table(const amqp::FieldTable& t, std::span<const std::string_view> keys,
+                std::span<std::optional<task::Value>> out);
 // The same from an encoded table (length prefix included): the other entries
 // are stepped over, not decoded. Throws amqp::DecodeError when it is malformed.
-task::Map table_to_map(std::string_view encoded_table, std::span<const std::string_view> keys);
+void read_table(std::string_view encoded_table, std::span<const std::string_view> keys,
+                std::span<std::optional<task::Value>> out);
 // Integers that fit become 'I' (signed 32-bit, as py-amqp sends), others 'l';
 // strings 'S', bytes 'x', lists 'A', maps 'F', null 'V'.
 amqp::FieldValue value_to_field(const task::Value& v);

@@ -59,20 +59,28 @@ OutgoingMessage build_task_message(const task::TaskMessage& t, int priority) {
 
 namespace {
 
+constexpr std::size_t kTaskHeader = 0;
+static_assert(task::kCeleryTaskHeaders[kTaskHeader] == "task");
+
 // encoded_headers: the table when p.headers was left encoded, else empty.
 task::TaskMessage parse_task(const amqp::BasicProperties& p, std::string_view encoded_headers, std::string_view body) {
   task::TaskMessage t;
   std::string_view ct = p.content_type ? std::string_view(*p.content_type) : std::string_view();
   auto celery_headers = [&] {
-    if (p.headers) return table_to_map(*p.headers, task::kCeleryTaskHeaders);
-    return encoded_headers.empty() ? task::Map{} : table_to_map(encoded_headers, task::kCeleryTaskHeaders);
+    task::CeleryTaskHeaders h;
+    if (p.headers) {
+      read_table(*p.headers, task::kCeleryTaskHeaders, h);
+    } else if (!encoded_headers.empty()) {
+      read_table(encoded_headers, task::kCeleryTaskHeaders, h);
+    }
+    return h;
   };
   if (ct == task::kCapnpContentType) {
     t = task::decode_task_capnp(body);
   } else if (ct == task::kJsonContentType) {
     t = task::decode_celery_task(celery_headers(), body);
-  } else if (task::Map h; ct.empty() && (h = celery_headers()).contains("task")) {
-    t = task::decode_celery_task(h, body);
+  } else if (task::CeleryTaskHeaders h; ct.empty() && (h = celery_headers())[kTaskHeader]) {
+    t = task::decode_celery_task(std::move(h), body);
   } else {
     throw std::runtime_error("unsupported content type '" + std::string(ct) + "'");
   }

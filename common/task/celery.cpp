@@ -12,17 +12,20 @@ namespace {
 
 using nlohmann::json;
 
-std::string header_string(const Map& h, std::string_view key) {
-  auto it = h.find(key);
-  if (it == h.end() || !it->second.is_string()) return {};
-  return it->second.as_string();
+// Positions in kCeleryTaskHeaders.
+enum CeleryHeader : std::size_t { kTask, kId, kRetries, kEta, kExpires, kParentId, kRootId, kOrigin, kTimeLimit, kIgnoreResult };
+static_assert(kCeleryTaskHeaders[kRootId] == "root_id" && kCeleryTaskHeaders[kIgnoreResult] == "ignore_result");
+
+// Moves a string header out; empty when absent or not a string.
+std::string header_string(std::optional<Value>& h) {
+  if (!h || !h->is_string()) return {};
+  return std::move(h->as_string());
 }
 
-double header_time(const Map& h, std::string_view key) {
-  auto it = h.find(key);
-  if (it == h.end()) return 0;
-  if (it->second.is_string() && !it->second.as_string().empty()) return parse_iso8601(it->second.as_string());
-  if (it->second.is_number()) return it->second.as_double();
+double header_time(const std::optional<Value>& h) {
+  if (!h) return 0;
+  if (h->is_string() && !h->as_string().empty()) return parse_iso8601(h->as_string());
+  if (h->is_number()) return h->as_double();
   return 0;
 }
 
@@ -301,26 +304,32 @@ double parse_iso8601(std::string_view text) {
 }
 
 TaskMessage decode_celery_task(const Map& headers, std::string_view body) {
+  CeleryTaskHeaders h;
+  for (std::size_t i = 0; i < h.size(); ++i)
+    if (auto it = headers.find(kCeleryTaskHeaders[i]); it != headers.end()) h[i] = it->second;
+  return decode_celery_task(std::move(h), body);
+}
+
+TaskMessage decode_celery_task(CeleryTaskHeaders h, std::string_view body) {
   TaskMessage t;
   t.format = WireFormat::kCelery;
-  t.name = header_string(headers, "task");
-  t.id = header_string(headers, "id");
+  t.name = header_string(h[kTask]);
+  t.id = header_string(h[kId]);
   if (t.name.empty() || t.id.empty()) throw std::runtime_error("celery message without task/id headers");
-  if (auto it = headers.find("retries"); it != headers.end() && it->second.is_int())
-    t.retries = static_cast<std::uint32_t>(std::max<std::int64_t>(0, it->second.as_int()));
-  t.eta = header_time(headers, "eta");
-  t.expires = header_time(headers, "expires");
-  t.parent_id = header_string(headers, "parent_id");
-  t.root_id = header_string(headers, "root_id");
-  t.origin = header_string(headers, "origin");
+  if (const auto& r = h[kRetries]; r && r->is_int())
+    t.retries = static_cast<std::uint32_t>(std::max<std::int64_t>(0, r->as_int()));
+  t.eta = header_time(h[kEta]);
+  t.expires = header_time(h[kExpires]);
+  t.parent_id = header_string(h[kParentId]);
+  t.root_id = header_string(h[kRootId]);
+  t.origin = header_string(h[kOrigin]);
   // [hard, soft], as celery/app/amqp.py writes it (not the (soft, hard) order one might guess).
-  if (auto it = headers.find("timelimit"); it != headers.end() && it->second.is_list()) {
-    const auto& l = it->second.as_list();
+  if (const auto& limits = h[kTimeLimit]; limits && limits->is_list()) {
+    const auto& l = limits->as_list();
     if (!l.empty() && l[0].is_number()) t.time_limit = l[0].as_double();
     if (l.size() > 1 && l[1].is_number()) t.soft_time_limit = l[1].as_double();
   }
-  if (auto it = headers.find("ignore_result"); it != headers.end() && it->second.is_bool())
-    t.ignore_result = it->second.as_bool();
+  if (const auto& ignore = h[kIgnoreResult]; ignore && ignore->is_bool()) t.ignore_result = ignore->as_bool();
   if (auto v = parse_simple_json(body)) {
     if (!v->is_list() || v->as_list().size() < 2 || !v->as_list()[0].is_list() || !v->as_list()[1].is_map())
       throw std::runtime_error("celery body is not [args, kwargs, embed]");

@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <array>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,16 +28,20 @@ struct CeleryTaskMessage {
   std::string body;  // [args, kwargs, embed]
 };
 
+// The headers decode_celery_task reads.
+inline constexpr std::string_view kCeleryTaskHeaders[] = {"task",    "id",      "retries", "eta",       "expires",
+                                                          "parent_id", "root_id", "origin", "timelimit", "ignore_result"};
+// Their values, by position in kCeleryTaskHeaders; empty: absent.
+using CeleryTaskHeaders = std::array<std::optional<Value>, std::size(kCeleryTaskHeaders)>;
+
 // Protocol v2: headers carry task, id, retries, eta, expires, ...; the body
 // `[args, kwargs, embed]`. reply_to / correlation_id come from AMQP properties.
+TaskMessage decode_celery_task(CeleryTaskHeaders headers, std::string_view body);
 TaskMessage decode_celery_task(const Map& headers, std::string_view body);
 // JSON as nlohmann would parse it, for the common case only (ASCII strings
 // without escapes, 64-bit integers, at most 64 levels deep): nullopt for
 // anything else, valid or not, which the caller then parses with nlohmann.
 std::optional<Value> parse_simple_json(std::string_view text);
-// The headers decode_celery_task reads; a caller may pass only these.
-inline constexpr std::string_view kCeleryTaskHeaders[] = {"task",    "id",      "retries", "eta",       "expires",
-                                                          "parent_id", "root_id", "origin", "timelimit", "ignore_result"};
 CeleryTaskMessage encode_celery_task(const TaskMessage& t);
 
 // The rpc:// backend's result body:

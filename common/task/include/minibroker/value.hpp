@@ -66,6 +66,7 @@ class Value {
   std::int64_t as_int() const { return std::get<std::int64_t>(v_); }
   double as_double() const { return is_int() ? static_cast<double>(as_int()) : std::get<double>(v_); }
   const std::string& as_string() const { return std::get<std::string>(v_); }
+  std::string& as_string() { return std::get<std::string>(v_); }
   const Bytes& as_bytes() const { return std::get<Bytes>(v_); }
   const List& as_list() const { return std::get<List>(v_); }
   List& as_list() { return std::get<List>(v_); }
