@@ -62,9 +62,35 @@ class SimpleJson {
   explicit SimpleJson(std::string_view text) : p_(text.data()), end_(text.data() + text.size()) {}
 
   bool parse_document(Value& out) {
-    if (!value(out, 0)) return false;
+    if (!value(&out, 0)) return false;
     skip_ws();
     return p_ == end_;
+  }
+
+  // Protocol v2's body, [args, kwargs, embed]: the first two into args and
+  // kwargs, what follows checked as the rest of the document is but not built
+  // (the worker does not read embed). False when the body is not a list that
+  // starts with a list and an object, too.
+  bool parse_task_body(List& args, Map& kwargs) {
+    skip_ws();
+    if (p_ == end_ || *p_ != '[') return false;
+    ++p_;
+    Value a, k;
+    if (!value(&a, 1) || !a.is_list() || !comma() || !value(&k, 1) || !k.is_map()) return false;
+    for (;;) {
+      skip_ws();
+      if (p_ == end_) return false;
+      if (*p_ == ']') break;
+      if (*p_ != ',') return false;
+      ++p_;
+      if (!value(nullptr, 1)) return false;
+    }
+    ++p_;
+    skip_ws();
+    if (p_ != end_) return false;
+    args = std::move(a.as_list());
+    kwargs = std::move(k.as_map());
+    return true;
   }
 
  private:
@@ -73,18 +99,25 @@ class SimpleJson {
   void skip_ws() {
     while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
   }
+  bool comma() {
+    skip_ws();
+    if (p_ == end_ || *p_ != ',') return false;
+    ++p_;
+    return true;
+  }
   bool literal(std::string_view word) {
     if (static_cast<std::size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) return false;
     p_ += word.size();
     return true;
   }
-  bool string(std::string& out) {
+  // out null: checked, not kept.
+  bool string(std::string* out) {
     ++p_;  // the opening quote
     const char* start = p_;
     while (p_ != end_) {
       const auto c = static_cast<unsigned char>(*p_);
       if (c == '"') {
-        out.assign(start, p_);
+        if (out) out->assign(start, p_);
         ++p_;
         return true;
       }
@@ -94,7 +127,7 @@ class SimpleJson {
     return false;
   }
   static bool digit(char c) { return c >= '0' && c <= '9'; }
-  bool number(Value& out) {
+  bool number(Value* out) {
     const char* start = p_;
     if (p_ != end_ && *p_ == '-') ++p_;
     if (p_ == end_ || !digit(*p_)) return false;
@@ -121,26 +154,33 @@ class SimpleJson {
       std::int64_t i = 0;
       auto r = std::from_chars(start, p_, i);
       if (r.ec != std::errc() || r.ptr != p_) return false;  // past 64 bits: nlohmann decides
-      out = Value(i);
+      if (out) *out = Value(i);
       return true;
     }
     double d = 0;
     auto r = std::from_chars(start, p_, d);
     if (r.ec != std::errc() || r.ptr != p_) return false;
-    out = Value(d);
+    if (out) *out = Value(d);
     return true;
   }
-  bool value(Value& out, int depth) {
+  // out null: checked as the same grammar, nothing built.
+  bool value(Value* out, int depth) {
     skip_ws();
     if (p_ == end_) return false;
     switch (*p_) {
-      case 'n': out = Value(); return literal("null");
-      case 't': out = Value(true); return literal("true");
-      case 'f': out = Value(false); return literal("false");
+      case 'n':
+        if (out) *out = Value();
+        return literal("null");
+      case 't':
+        if (out) *out = Value(true);
+        return literal("true");
+      case 'f':
+        if (out) *out = Value(false);
+        return literal("false");
       case '"': {
         std::string str;
-        if (!string(str)) return false;
-        out = Value(std::move(str));
+        if (!string(out ? &str : nullptr)) return false;
+        if (out) *out = Value(std::move(str));
         return true;
       }
       case '[': {
@@ -150,11 +190,11 @@ class SimpleJson {
         skip_ws();
         if (p_ != end_ && *p_ == ']') {
           ++p_;
-          out = Value(std::move(l));
+          if (out) *out = Value(std::move(l));
           return true;
         }
         for (;;) {
-          if (!value(l.emplace_back(), depth + 1)) return false;
+          if (!value(out ? &l.emplace_back() : nullptr, depth + 1)) return false;
           skip_ws();
           if (p_ == end_) return false;
           if (*p_ == ']') break;
@@ -162,7 +202,7 @@ class SimpleJson {
           ++p_;
         }
         ++p_;
-        out = Value(std::move(l));
+        if (out) *out = Value(std::move(l));
         return true;
       }
       case '{': {
@@ -172,19 +212,19 @@ class SimpleJson {
         skip_ws();
         if (p_ != end_ && *p_ == '}') {
           ++p_;
-          out = Value(std::move(m));
+          if (out) *out = Value(std::move(m));
           return true;
         }
         for (;;) {
           skip_ws();
           std::string key;
-          if (p_ == end_ || *p_ != '"' || !string(key)) return false;
+          if (p_ == end_ || *p_ != '"' || !string(out ? &key : nullptr)) return false;
           skip_ws();
           if (p_ == end_ || *p_ != ':') return false;
           ++p_;
           Value v;
-          if (!value(v, depth + 1)) return false;
-          m.insert_or_assign(std::move(key), std::move(v));  // the last of equal keys, as nlohmann
+          if (!value(out ? &v : nullptr, depth + 1)) return false;
+          if (out) m.insert_or_assign(std::move(key), std::move(v));  // the last of equal keys, as nlohmann
           skip_ws();
           if (p_ == end_) return false;
           if (*p_ == '}') break;
@@ -192,7 +232,7 @@ class SimpleJson {
           ++p_;
         }
         ++p_;
-        out = Value(std::move(m));
+        if (out) *out = Value(std::move(m));
         return true;
       }
       default: return number(out);
@@ -330,13 +370,9 @@ TaskMessage decode_celery_task(CeleryTaskHeaders h, std::string_view body) {
     if (l.size() > 1 && l[1].is_number()) t.soft_time_limit = l[1].as_double();
   }
   if (const auto& ignore = h[kIgnoreResult]; ignore && ignore->is_bool()) t.ignore_result = ignore->as_bool();
-  if (auto v = parse_simple_json(body)) {
-    if (!v->is_list() || v->as_list().size() < 2 || !v->as_list()[0].is_list() || !v->as_list()[1].is_map())
-      throw std::runtime_error("celery body is not [args, kwargs, embed]");
-    t.args = std::move(v->as_list()[0].as_list());
-    t.kwargs = std::move(v->as_list()[1].as_map());
-    return t;
-  }
+  // The common case without nlohmann; the rest (escapes, non-ASCII, a body
+  // of another shape) is parsed, and errors are found, as nlohmann does.
+  if (SimpleJson(body).parse_task_body(t.args, t.kwargs)) return t;
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_array() || j.size() < 2 || !j[0].is_array() || !j[1].is_object())
     throw std::runtime_error("celery body is not [args, kwargs, embed]");

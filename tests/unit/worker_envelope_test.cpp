@@ -192,6 +192,47 @@ TEST_CASE("simple JSON parser: as nlohmann, or gives up") {
   CHECK_THROWS(task::decode_celery_task(h, "[[01], {}]"));
 }
 
+TEST_CASE("a task body reads as nlohmann reads it, embed checked but not kept, errors the same") {
+  const Map h{{"task", "t"}, {"id", "i"}};
+  auto reference = [](const std::string& body) {  // the body read with nlohmann alone
+    const auto j = nlohmann::json::parse(body);
+    return std::pair{task::value_from_json(j[0]), task::value_from_json(j[1])};
+  };
+  const std::vector<std::string> bodies = {
+      R"([[5, 5], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}])",
+      R"([[1], {"k": [2]}])",                                   // no embed
+      R"([[], {}, {}, [1, {"more": true}], "extra"])",          // more elements than three
+      R"([[1], {}, {"chain": [{"task": "caf\u00e9", "a": "\u00e9"}]}])",  // escapes in embed: nlohmann's way
+      "[[1], {}, {\"chain\": \"caf\xc3\xa9\"}]",                   // non-ASCII in embed
+      R"([["x"], {"a": 1, "a": 2}, {"chord": 18446744073709551615}])",  // a number only nlohmann reads, in embed
+  };
+  for (const auto& body : bodies) {
+    CAPTURE(body);
+    const auto t = task::decode_celery_task(h, body);
+    const auto [args, kwargs] = reference(body);
+    CHECK(Value(t.args) == args);
+    CHECK(Value(t.kwargs) == kwargs);
+  }
+  const std::vector<std::string> bad = {
+      R"([[1], {}, {"chain": nul}])", R"([[1], {}, {"chord": 1e400}])",  // invalid embeds: refused, as before
+      R"([[1], {}, {}] trailing)", R"([[1], {}, {}, ])", R"([[1], {}, {})", R"([[1]])", R"([{}, {}])", R"([[1], []])",
+      R"({"args": [1]})", "[[1], {}, " + std::string(70, '[') + std::string(70, ']') + "]"};
+  for (const auto& body : bad) {
+    CAPTURE(body);
+    bool nlohmann_accepts_shape = false;
+    try {
+      const auto j = nlohmann::json::parse(body);
+      nlohmann_accepts_shape = j.is_array() && j.size() >= 2 && j[0].is_array() && j[1].is_object();
+    } catch (const nlohmann::json::exception&) {
+    }
+    if (nlohmann_accepts_shape) {  // deeper than the fast path goes: nlohmann reads it
+      CHECK_NOTHROW(task::decode_celery_task(h, body));
+    } else {
+      CHECK_THROWS(task::decode_celery_task(h, body));
+    }
+  }
+}
+
 TEST_CASE("result bodies as nlohmann writes them") {
   auto reference = [](const task::TaskResult& r) {  // how encode_celery_result used to build it
     nlohmann::json j;
