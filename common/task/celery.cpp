@@ -1,6 +1,7 @@
 // celery.cpp: Celery protocol v2 and rpc:// result conversions.
 #include "common/task/celery.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +31,23 @@ double header_time(const std::optional<Value>& h) {
 }
 
 Value opt_string(const std::string& s) { return s.empty() ? Value() : Value(s); }
+
+// Appends s as a JSON string, as nlohmann's dump() writes it (and throws it
+// on invalid UTF-8). Printable ASCII without quotes or backslashes, which ids
+// and state names are, needs no escaping: it is written as it is.
+void append_json_string(std::string& out, std::string_view s) {
+  const bool plain = std::all_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x80 && c != '"' && c != '\\';
+  });
+  if (!plain) {
+    out += json(std::string(s)).dump();
+    return;
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
 
 std::string repr(const Value& v) { return value_to_json(v).dump(); }
 
@@ -428,11 +446,15 @@ std::string encode_celery_result(const TaskResult& r) {
     out += value_to_json(r.value).dump();
   }
   out += R"(,"status":)";
-  out += json(std::string(state_name(r.state))).dump();
+  append_json_string(out, state_name(r.state));
   out += R"(,"task_id":)";
-  out += json(r.task_id).dump();
+  append_json_string(out, r.task_id);
   out += R"(,"traceback":)";
-  out += r.traceback.empty() ? std::string("null") : json(r.traceback).dump();
+  if (r.traceback.empty()) {
+    out += "null";
+  } else {
+    append_json_string(out, r.traceback);
+  }
   out += '}';
   return out;
 }
