@@ -243,16 +243,14 @@ std::string celery_error(const json& r) {
   return out;
 }
 
-// The members of a Celery rpc:// result the tracker reads (status, result,
-// traceback), taken in one SAX pass without building the document, when the
-// body is an object and those members are scalars, as a task's result
-// usually is. Anything else (a list or map result, not an object, not JSON)
-// stops the pass: the caller then parses the whole document as before.
 // The members of a Celery result ({"status", "result", "traceback", ...}) that
 // observe_result reads, found by one walk over the body's text without
 // building a document: nearly every result is a small flat object whose
 // values can be used as they are sent. What the walk does not handle (a key
 // with an escape, nesting past kMaxJsonDepth) is parsed with nlohmann instead.
+// The walk lets through some bodies nlohmann refuses (a raw control character
+// or invalid UTF-8 in a string, a malformed number in a member not read): the
+// tracker only observes, and what it keeps is made valid UTF-8.
 class CeleryResult {
  public:
   // False when body is not a JSON object (nothing is read from it then);
