@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,7 +18,7 @@ namespace mb::worker {
 
 struct Job {
   std::uint64_t seq = 0;
-  task::TaskMessage task;
+  std::shared_ptr<const task::TaskMessage> task;  // the worker's, shared, not copied
   double soft_time_limit = 0;  // seconds, 0: none
   double time_limit = 0;       // hard limit, seconds, 0: none
   // The worker wants on_started for this job even without a hard time limit

@@ -182,14 +182,14 @@ void PreforkPool::on_child_gone(std::size_t slot, std::shared_ptr<Child> c) {
     JobDone done;
     done.seq = job.seq;
     if (c->timed_out) {
-      spdlog::error("pool: task {}[{}] passed its hard time limit ({}s); child {} killed", job.task.name,
-                    job.task.id, job.time_limit, c->pid);
-      done.result = make_error_result(job.task, task::State::kFailure, "TimeLimitExceeded",
+      spdlog::error("pool: task {}[{}] passed its hard time limit ({}s); child {} killed", job.task->name,
+                    job.task->id, job.time_limit, c->pid);
+      done.result = make_error_result(*job.task, task::State::kFailure, "TimeLimitExceeded",
                                       "TimeLimitExceeded(" + std::to_string(job.time_limit) + ")", options_.hostname);
     } else {
       std::string why = describe_status(status);
-      spdlog::error("pool: child {} died running {}[{}]: {}", c->pid, job.task.name, job.task.id, why);
-      done.result = make_error_result(job.task, task::State::kFailure, "WorkerLostError",
+      spdlog::error("pool: child {} died running {}[{}]: {}", c->pid, job.task->name, job.task->id, why);
+      done.result = make_error_result(*job.task, task::State::kFailure, "WorkerLostError",
                                       "Worker exited prematurely: " + why, options_.hostname);
     }
     if (!terminated_ && !stopping_) spawn(slot);  // before reporting, so the slot is free again
@@ -220,7 +220,7 @@ void PreforkPool::submit(Job job) {
   capnp::MallocMessageBuilder mb;
   auto run = mb.initRoot<proto::Command>().initRun();
   run.setSeq(job.seq);
-  task::write_task(run.initTask(), job.task);
+  task::write_task(run.initTask(), *job.task);
   run.setSoftTimeLimit(job.soft_time_limit);
   auto words = capnp::messageToFlatArray(mb);
   auto bytes = words.asBytes();

@@ -103,7 +103,7 @@ void ThreadPool::run_thread(const std::shared_ptr<Runner>& self) {
       // The task starts now: expiry is checked, and the start reported, at
       // this moment rather than when it was queued.
       const double now = task::unix_now();
-      expired = job.task.expires > 0 && now >= job.task.expires;
+      expired = job.task->expires > 0 && now >= job.task->expires;
       if (expired) {
         JobDone d;
         d.seq = job.seq;
@@ -120,9 +120,9 @@ void ThreadPool::run_thread(const std::shared_ptr<Runner>& self) {
           n.mono = std::chrono::steady_clock::now();
           n.time_limit = job.time_limit;
           if (job.time_limit > 0) {
-            n.brief.id = job.task.id;
-            n.brief.name = job.task.name;
-            n.brief.retries = job.task.retries;
+            n.brief.id = job.task->id;
+            n.brief.name = job.task->name;
+            n.brief.retries = job.task->retries;
           }
           starts_.push_back(std::move(n));
           post = !std::exchange(drain_posted_, true);
@@ -131,7 +131,7 @@ void ThreadPool::run_thread(const std::shared_ptr<Runner>& self) {
     }
     if (post) asio::post(io_, [this] { drain_done(); });
     if (expired) continue;
-    Execution ex = execute_task(registry_, job.task, job.soft_time_limit, options_.hostname);
+    Execution ex = execute_task(registry_, *job.task, job.soft_time_limit, options_.hostname);
     auto running = Runner::kRunning;
     if (!self->state.compare_exchange_strong(running, Runner::kDone)) {
       // Abandoned at the hard limit: its failure was reported, a new thread

@@ -74,10 +74,10 @@ WorkerStatus Worker::status() const {
     if (auto st = started.find(seq); st != started.end()) time_start = st->second;
     if (time_start <= 0) continue;
     ActiveTask a;
-    a.id = job.task.id;
-    a.name = job.task.name;
-    a.args = py_args_repr(job.task.args);
-    a.kwargs = py_repr(task::Value(job.task.kwargs));
+    a.id = job.task->id;
+    a.name = job.task->name;
+    a.args = py_args_repr(job.task->args);
+    a.kwargs = py_repr(task::Value(job.task->kwargs));
     a.time_start = time_start;
     a.acknowledged = job.acked;
     a.exchange = job.exchange;
@@ -244,37 +244,37 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
   std::uint64_t seq = next_seq_++;
   tick_window();
   Job& job = jobs_[seq];
-  job.task = std::move(t);
+  job.task = std::make_shared<const task::TaskMessage>(std::move(t));
   job.delivery_tag = d.delivery_tag;
   job.epoch = epoch_;
   job.queue = queue;
   job.exchange = std::move(d.exchange);
   job.redelivered = d.redelivered;
   job.priority = d.properties.priority.value_or(0);
-  spdlog::debug("received {}[{}] retries={}", job.task.name, job.task.id, job.task.retries);
+  spdlog::debug("received {}[{}] retries={}", job.task->name, job.task->id, job.task->retries);
 
-  if (!registry_.find(job.task.name)) {
-    spdlog::error("received unregistered task {}[{}]: rejected", job.task.name, job.task.id);
-    publish_result(job, make_error_result(job.task, task::State::kFailure, "NotRegistered",
-                                          "'" + job.task.name + "'", options_.hostname));
+  if (!registry_.find(job.task->name)) {
+    spdlog::error("received unregistered task {}[{}]: rejected", job.task->name, job.task->id);
+    publish_result(job, make_error_result(*job.task, task::State::kFailure, "NotRegistered",
+                                          "'" + job.task->name + "'", options_.hostname));
     settle(job, false, false);
     jobs_.erase(seq);
     return;
   }
-  if (events_.task_events()) events_.task_event("task-received", task_received_fields(job.task));
+  if (events_.task_events()) events_.task_event("task-received", task_received_fields(*job.task));
   if (options_.ack_early) settle(job, true);
   double now = task::unix_now();
-  if (job.task.expires > 0 && now >= job.task.expires) {
+  if (job.task->expires > 0 && now >= job.task->expires) {
     revoke_expired(seq);
     return;
   }
-  if (job.task.eta - now >= client::kMinBrokerDelay && broker_delays_) {
+  if (job.task->eta - now >= client::kMinBrokerDelay && broker_delays_) {
     // Sent by a producer that could not use the delayed exchange (a Celery
     // client, say): the same message goes back through it, headers and all.
     try {
       client::decode_headers(d);
     } catch (const amqp::DecodeError& e) {  // its task headers read, but another entry is malformed
-      spdlog::error("rejecting unreadable message {}[{}]: headers: {}", job.task.name, job.task.id, e.what());
+      spdlog::error("rejecting unreadable message {}[{}]: headers: {}", job.task->name, job.task->id, e.what());
       settle(job, false, false);
       jobs_.erase(seq);
       return;
@@ -283,7 +283,7 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
           false);
     return;
   }
-  if (job.task.eta > now) {
+  if (job.task->eta > now) {
     hold(seq);
     return;
   }
@@ -294,12 +294,12 @@ void Worker::on_delivery(client::Delivery&& d, const std::string& queue) {
 // held tasks do not starve the pool.
 void Worker::hold(std::uint64_t seq) {
   Job& job = jobs_.at(seq);
-  spdlog::info("task {}[{}] held here until {}", job.task.name, job.task.id, task::format_iso8601(job.task.eta));
+  spdlog::info("task {}[{}] held here until {}", job.task->name, job.task->id, task::format_iso8601(job.task->eta));
   job.held = true;
   ++held_;
   update_qos();
   job.timer = std::make_unique<asio::steady_timer>(io_);
-  job.timer->expires_after(seconds_d(std::max(0.0, job.task.eta - task::unix_now())));
+  job.timer->expires_after(seconds_d(std::max(0.0, job.task->eta - task::unix_now())));
   job.timer->async_wait([this, seq](std::error_code ec) {
     if (ec) return;
     auto it = jobs_.find(seq);
@@ -322,7 +322,7 @@ void Worker::defer(std::uint64_t seq, std::string exchange, client::OutgoingMess
     maybe_finish_shutdown();
     return;
   }
-  if (!exchange.empty()) client::set_delay(msg.properties, job.task.eta);
+  if (!exchange.empty()) client::set_delay(msg.properties, job.task->eta);
   job.deferring = true;
   ++deferring_;
   asio::co_spawn(io_, publish_deferred(seq, std::move(exchange), std::move(msg), ran), asio::detached);
@@ -349,15 +349,15 @@ asio::awaitable<void> Worker::publish_deferred(std::uint64_t seq, std::string ex
   Job& job = it->second;
   job.deferring = false;
   if (error.empty()) {
-    spdlog::info("task {}[{}] due at {} waits in {}", job.task.name, job.task.id, task::format_iso8601(job.task.eta),
+    spdlog::info("task {}[{}] due at {} waits in {}", job.task->name, job.task->id, task::format_iso8601(job.task->eta),
                  exchange.empty() ? "the queue" : "the broker");
     finish_job(seq);
   } else if (!ran) {
-    spdlog::warn("task {}[{}]: the broker did not take it back ({}): held here until due", job.task.name,
-                 job.task.id, error);
+    spdlog::warn("task {}[{}]: the broker did not take it back ({}): held here until due", job.task->name,
+                 job.task->id, error);
     hold(seq);
   } else {
-    spdlog::error("task {}[{}]: retry not republished ({}): requeued to run again", job.task.name, job.task.id,
+    spdlog::error("task {}[{}]: retry not republished ({}): requeued to run again", job.task->name, job.task->id,
                   error);
     settle(job, false, true);
     jobs_.erase(it);
@@ -369,11 +369,11 @@ asio::awaitable<void> Worker::publish_deferred(std::uint64_t seq, std::string ex
 // result, a task-revoked event, and an ack (not a reject).
 void Worker::revoke_expired(std::uint64_t seq) {
   Job& job = jobs_.at(seq);
-  spdlog::info("task {}[{}] expired: revoked", job.task.name, job.task.id);
-  publish_result(job, make_error_result(job.task, task::State::kRevoked, "TaskRevokedError", "expired",
+  spdlog::info("task {}[{}] expired: revoked", job.task->name, job.task->id);
+  publish_result(job, make_error_result(*job.task, task::State::kRevoked, "TaskRevokedError", "expired",
                                         options_.hostname));
   if (events_.task_events())
-    events_.task_event("task-revoked", task_revoked_fields(job.task.id, /*expired=*/true));
+    events_.task_event("task-revoked", task_revoked_fields(job.task->id, /*expired=*/true));
   finish_job(seq);
 }
 
@@ -450,15 +450,15 @@ void Worker::dispatch() {
     auto it = jobs_.find(seq);
     if (it == jobs_.end()) continue;
     Job& job = it->second;
-    if (!queues && job.task.expires > 0 && task::unix_now() >= job.task.expires) {
+    if (!queues && job.task->expires > 0 && task::unix_now() >= job.task->expires) {
       revoke_expired(seq);
       continue;
     }
     worker::Job pj;
     pj.seq = seq;
     pj.task = job.task;
-    pj.soft_time_limit = job.task.soft_time_limit > 0 ? job.task.soft_time_limit : options_.soft_time_limit;
-    pj.time_limit = job.task.time_limit > 0 ? job.task.time_limit : options_.time_limit;
+    pj.soft_time_limit = job.task->soft_time_limit > 0 ? job.task->soft_time_limit : options_.soft_time_limit;
+    pj.time_limit = job.task->time_limit > 0 ? job.task->time_limit : options_.time_limit;
     pj.report_start = events_.task_events();
     // A pool that queues jobs checks expiry and reports the start (on_started)
     // when a thread takes the job; the others start it here.
@@ -472,7 +472,7 @@ void Worker::on_started(std::uint64_t seq, double time_start) {
   if (it == jobs_.end()) return;
   Job& job = it->second;
   job.time_start = time_start;
-  if (events_.task_events()) events_.task_event("task-started", task_started_fields(job.task));
+  if (events_.task_events()) events_.task_event("task-started", task_started_fields(*job.task));
 }
 
 void Worker::on_done(JobDone done) {
@@ -488,20 +488,20 @@ void Worker::on_done(JobDone done) {
   Job& job = it->second;
   auto& r = done.result;
   ++processed_;
-  ++totals_[job.task.name];
+  ++totals_[job.task->name];
   if (r.state == task::State::kRetry) {
-    spdlog::info("task {}[{}] retry in {}s: {}", job.task.name, job.task.id, done.retry_countdown, r.error_message);
+    spdlog::info("task {}[{}] retry in {}s: {}", job.task->name, job.task->id, done.retry_countdown, r.error_message);
     publish_result(job, r);
     if (events_.task_events()) events_.task_event("task-retried", task_error_fields(r));
     republish_retry(done.seq, done.retry_countdown);  // acknowledged once the broker has the new copy
     dispatch();
     return;
   } else if (r.state == task::State::kSuccess) {
-    spdlog::info("task {}[{}] succeeded in {:.6f}s", job.task.name, job.task.id, r.runtime);
+    spdlog::info("task {}[{}] succeeded in {:.6f}s", job.task->name, job.task->id, r.runtime);
     publish_result(job, r);
     if (events_.task_events()) events_.task_event("task-succeeded", task_succeeded_fields(r));
   } else {
-    spdlog::error("task {}[{}] {}: {}: {}", job.task.name, job.task.id, task::state_name(r.state), r.error_type,
+    spdlog::error("task {}[{}] {}: {}: {}", job.task->name, job.task->id, task::state_name(r.state), r.error_type,
                   r.error_message);
     publish_result(job, r);
     if (events_.task_events()) events_.task_event("task-failed", task_error_fields(r));
@@ -510,13 +510,13 @@ void Worker::on_done(JobDone done) {
 }
 
 void Worker::publish_result(const Job& job, const task::TaskResult& r) {
-  if (job.task.reply_to.empty() || job.task.ignore_result) return;
+  if (job.task->reply_to.empty() || job.task->ignore_result) return;
   if (!channel_ || !connected_) {
-    spdlog::warn("result of {}[{}] not sent: not connected (the task will be redelivered)", job.task.name, job.task.id);
+    spdlog::warn("result of {}[{}] not sent: not connected (the task will be redelivered)", job.task->name, job.task->id);
     return;
   }
-  auto msg = client::build_result_message(r, job.task.format, job.task.correlation_id);
-  channel_->publish("", job.task.reply_to, msg.properties, msg.body);
+  auto msg = client::build_result_message(r, job.task->format, job.task->correlation_id);
+  channel_->publish("", job.task->reply_to, msg.properties, msg.body);
 }
 
 // The task again with retries + 1 and its countdown, through the delayed
@@ -524,13 +524,14 @@ void Worker::publish_result(const Job& job, const task::TaskResult& r) {
 // (and the worker that gets it holds it).
 void Worker::republish_retry(std::uint64_t seq, double countdown) {
   Job& job = jobs_.at(seq);
-  task::TaskMessage& t = job.task;
-  t.retries += 1;
-  t.eta = countdown > 0 ? task::unix_now() + countdown : 0;
-  if (t.parent_id.empty()) t.parent_id = t.id;
+  auto t = std::make_shared<task::TaskMessage>(*job.task);  // a pool thread may still read the old one
+  t->retries += 1;
+  t->eta = countdown > 0 ? task::unix_now() + countdown : 0;
+  if (t->parent_id.empty()) t->parent_id = t->id;
+  job.task = std::move(t);
   const bool through_broker = broker_delays_ && countdown >= client::kMinBrokerDelay;
   defer(seq, through_broker ? std::string(client::kDelayedExchange) : std::string(),
-        client::build_task_message(t, job.priority), true);
+        client::build_task_message(*job.task, job.priority), true);
 }
 
 void Worker::settle(Job& job, bool ack, bool requeue) {

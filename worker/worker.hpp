@@ -39,7 +39,8 @@ class Worker {
 
  private:
   struct Job {
-    task::TaskMessage task;
+    // Shared with the pool while it runs, so never changed: a retry replaces it.
+    std::shared_ptr<const task::TaskMessage> task;
     std::uint64_t delivery_tag = 0;
     std::uint64_t epoch = 0;  // connection generation the delivery tag belongs to
     std::string queue;

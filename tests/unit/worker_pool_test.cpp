@@ -45,12 +45,16 @@ const TaskRegistry& registry() {
   return r;
 }
 
-Job make_job(std::uint64_t seq, std::string name, task::List args, double time_limit = 0, double soft = 0) {
+Job make_job(std::uint64_t seq, std::string name, task::List args, double time_limit = 0, double soft = 0,
+             double expires = 0) {
+  task::TaskMessage t;
+  t.id = "id-" + std::to_string(seq);
+  t.name = std::move(name);
+  t.args = std::move(args);
+  t.expires = expires;
   Job j;
   j.seq = seq;
-  j.task.id = "id-" + std::to_string(seq);
-  j.task.name = std::move(name);
-  j.task.args = std::move(args);
+  j.task = std::make_shared<const task::TaskMessage>(std::move(t));
   j.time_limit = time_limit;
   j.soft_time_limit = soft;
   return j;
@@ -226,8 +230,7 @@ TEST_CASE("threads pool: queued jobs start when a thread takes them") {
   Job first = make_job(1, "sleep", {0.3});
   first.report_start = true;
   pool.submit(std::move(first));
-  Job expiring = make_job(2, "add", {1, 2});  // expires while queued behind the sleep
-  expiring.task.expires = t0 + 0.15;
+  Job expiring = make_job(2, "add", {1, 2}, 0, 0, t0 + 0.15);  // expires while queued behind the sleep
   expiring.report_start = true;
   pool.submit(std::move(expiring));
   Job limited = make_job(3, "sleep", {0.05}, /*time_limit=*/0.25);  // reported for its limit
