@@ -36,11 +36,7 @@ Value opt_string(const std::string& s) { return s.empty() ? Value() : Value(s); 
 // on invalid UTF-8). Printable ASCII without quotes or backslashes, which ids
 // and state names are, needs no escaping: it is written as it is.
 void append_json_string(std::string& out, std::string_view s) {
-  const bool plain = std::all_of(s.begin(), s.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    return u >= 0x20 && u < 0x80 && c != '"' && c != '\\';
-  });
-  if (!plain) {
+  if (!plain_json_text(s)) {
     out += json(std::string(s)).dump();
     return;
   }
@@ -262,6 +258,13 @@ class SimpleJson {
 };
 
 }  // namespace
+
+bool plain_json_text(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x80 && c != '"' && c != '\\';
+  });
+}
 
 std::optional<Value> parse_simple_json(std::string_view text) {
   Value v;

@@ -42,6 +42,9 @@ TaskMessage decode_celery_task(const Map& headers, std::string_view body);
 // without escapes, 64-bit integers, at most 64 levels deep): nullopt for
 // anything else, valid or not, which the caller then parses with nlohmann.
 std::optional<Value> parse_simple_json(std::string_view text);
+// True when s, between quotes, is the JSON string nlohmann's dump() writes for
+// it: printable ASCII without quotes or backslashes (ids, state names).
+bool plain_json_text(std::string_view s);
 CeleryTaskMessage encode_celery_task(const TaskMessage& t);
 
 // The rpc:// backend's result body:

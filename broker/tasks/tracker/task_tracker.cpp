@@ -248,9 +248,8 @@ std::string celery_error(const json& r) {
 // building a document: nearly every result is a small flat object whose
 // values can be used as they are sent. What the walk does not handle (a key
 // with an escape, nesting past kMaxJsonDepth) is parsed with nlohmann instead.
-// The walk lets through some bodies nlohmann refuses (a raw control character
-// or invalid UTF-8 in a string, a malformed number in a member not read): the
-// tracker only observes, and what it keeps is made valid UTF-8.
+// The walk lets through some bodies nlohmann refuses (a malformed number or
+// string in a member it does not read): the tracker only observes.
 class CeleryResult {
  public:
   // False when body is not a JSON object (nothing is read from it then);
@@ -362,12 +361,7 @@ class CeleryResult {
   // without escapes.
   static bool plain_literal(std::string_view v) {
     if (v == "null" || v == "true" || v == "false") return true;
-    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') {
-      return std::all_of(v.begin() + 1, v.end() - 1, [](char c) {
-        const auto u = static_cast<unsigned char>(c);
-        return u >= 0x20 && u < 0x80 && c != '"' && c != '\\';
-      });
-    }
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') return task::plain_json_text(v.substr(1, v.size() - 2));
     const bool negative = v.starts_with('-');
     const std::string_view digits = negative ? v.substr(1) : v;
     // nlohmann writes -0 as 0, and no integer starts with 0 but 0 itself.
@@ -382,7 +376,7 @@ class CeleryResult {
     }
     if (span.empty() || span == "null") return std::nullopt;
     if (span.size() >= 2 && span.front() == '"' && span.back() == '"' &&
-        span.find('\\') == std::string_view::npos)
+        task::plain_json_text(span.substr(1, span.size() - 2)))
       return std::string(span.substr(1, span.size() - 2));
     return json_text(json::parse(span));
   }
