@@ -244,8 +244,16 @@ void Broker::arm_tick() {
     const std::int64_t now = now_ms();
     for (auto& [_, vh] : vhosts_) vh->tick(now);
     check_resources(++ticks_);
-    tasks_->tick(static_cast<double>(now) / 1000.0);
+    if (tasks_->tick(static_cast<double>(now) / 1000.0)) write_task_history();
     arm_tick();
+  });
+}
+
+// The rest of the task history's round, a slice per turn of the loop, so
+// that clients are served between slices.
+void Broker::write_task_history() {
+  asio::post(io_, [this] {
+    if (tasks_->flush_slice()) write_task_history();
   });
 }
 

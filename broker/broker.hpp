@@ -121,6 +121,7 @@ class Broker : public VhostEnv {
   void add_connection(Stream stream);
   tasks::TrackerOptions tracker_options() const;
   void arm_tick();
+  void write_task_history();
   // Samples memory (every tick) and disk (less often); raises or clears alarms.
   void check_resources(std::int64_t tick);
   void post_end_turn();

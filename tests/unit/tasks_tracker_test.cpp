@@ -614,3 +614,66 @@ TEST_CASE("a full history replaces its oldest task with each new one, many times
   CHECK(lower.find(kept[4]) != nullptr);
   CHECK(lower.list_tasks({})["items"][0]["id"] == kept.back());
 }
+
+TEST_CASE("a round of the history is written a slice at a time; what changes between slices is kept") {
+  auto data = std::make_shared<mb::store::MemoryStoreData>();
+  auto post = [](std::function<void()> fn) { fn(); };
+  mb::store::MemoryStore store(post, data);
+  TrackerOptions opts;
+  opts.max_tasks = 10;
+  opts.flush_slice = 3;
+  TaskTracker t(opts, &store);
+  auto stored = [&] {  // task id -> stored JSON
+    std::vector<mb::store::MetaRecord> metas;
+    REQUIRE(store.list_meta(mb::store::MetaKind::kGeneric, metas).ok());
+    std::map<std::string, nlohmann::json> out;
+    for (const auto& m : metas)
+      if (m.key.starts_with("task/t/")) out[m.key.substr(7)] = nlohmann::json::parse(m.value);
+    return out;
+  };
+  for (int i = 0; i < 10; ++i) publish(t, celery_task("a" + std::to_string(i), "add"), kT0);
+
+  REQUIRE(t.tick(kT0 + 2));  // the round's first slice: the three oldest
+  CHECK(stored().size() == 3);
+  CHECK_FALSE(t.tick(kT0 + 2));  // a round is open: the timer starts no other
+  CHECK(stored().size() == 3);
+  // Between slices: a written task changes, two new ones evict the two oldest
+  // (written: deleted by the next slice), and an unwritten one changes.
+  publish(t, celery_result("a2", R"({"status":"SUCCESS","result":2})"), kT0 + 2);
+  publish(t, celery_task("b0", "add"), kT0 + 2);
+  publish(t, celery_task("b1", "add"), kT0 + 2);
+  publish(t, celery_result("a5", R"({"status":"FAILURE","result":{"exc_type":"E","exc_message":["x"]}})"), kT0 + 2);
+  REQUIRE(t.flush_slice());
+  auto s = stored();
+  CHECK(s.size() == 4);  // a2, and a3 to a5
+  CHECK_FALSE(s.contains("a0"));
+  CHECK_FALSE(s.contains("a1"));
+  CHECK(s["a5"]["state"] == "FAILURE");
+  CHECK(s["a2"]["state"] == "PENDING");  // its change waits for the next round
+  REQUIRE(t.flush_slice());
+  CHECK_FALSE(t.flush_slice());  // a9: the round is done
+  CHECK_FALSE(t.flush_slice());  // and no other is open
+  s = stored();
+  CHECK(s.size() == 8);  // a2 to a9; b0 and b1 were marked after the round began
+  CHECK_FALSE(s.contains("b0"));
+
+  CHECK_FALSE(t.tick(kT0 + 2.5));  // within the interval
+  CHECK_FALSE(t.tick(kT0 + 3));    // the next round: a2, b0, b1, in one slice
+  s = stored();
+  REQUIRE(s.size() == 10);
+  for (const char* id : {"a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "b0", "b1"}) CHECK(s.contains(id));
+  CHECK(s["a2"]["state"] == "SUCCESS");
+
+  // flush() (shutdown) finishes an open round whole, and what was marked since.
+  for (int i = 0; i < 8; ++i) publish(t, celery_task("c" + std::to_string(i), "add"), kT0 + 4);
+  REQUIRE(t.tick(kT0 + 4));
+  publish(t, celery_result("c7", R"({"status":"SUCCESS","result":7})"), kT0 + 4);
+  t.flush();
+  CHECK_FALSE(t.flush_slice());
+  s = stored();
+  REQUIRE(s.size() == 10);
+  for (int i = 0; i < 8; ++i) CHECK(s.contains("c" + std::to_string(i)));
+  CHECK(s["c7"]["state"] == "SUCCESS");
+  CHECK(s.contains("b0"));
+  CHECK(s.contains("b1"));
+}

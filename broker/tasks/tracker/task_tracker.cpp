@@ -154,7 +154,7 @@ std::string valid_utf8(std::string_view in) {
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // ---- the stored task record, written without building a json value ----------
-// flush() writes every task that changed, thousands per second under load:
+// A flush round writes every task that changed, thousands per second under load:
 // this writes the same JSON as dump(task_to_json(t)) (which the API serves and
 // restore() reads) straight into one reused buffer.
 
@@ -797,7 +797,7 @@ TaskRecord* TaskTracker::find_task(std::string_view id, std::uint64_t id_hash) {
 
 void TaskTracker::forget(const TaskRecord& t) {
   index_.erase(static_cast<std::uint32_t>(&t - records_.data()), t.id_hash);
-  // A pending write of it is skipped: flush() finds another seq in its record.
+  // A pending write of it is skipped: write_slice() finds another seq in its record.
   if (t.stored) deleted_tasks_.push_back(t.id);
   ++evicted_;
 }
@@ -936,58 +936,87 @@ void TaskTracker::restore() {
                workers_.size(), bad ? fmt::format(", {} unreadable", bad) : std::string());
 }
 
-void TaskTracker::tick(double now) {
-  if (!enabled() || now - last_flush_ < options_.flush_interval_s) return;
+bool TaskTracker::tick(double now) {
+  if (!enabled() || round_open_ || now - last_flush_ < options_.flush_interval_s) return false;
   last_flush_ = now;
+  round_open_ = true;
+  round_end_ = dirty_tasks_.size();
+  return flush_slice();
+}
+
+bool TaskTracker::flush_slice() {
+  if (!round_open_) return false;
   try {
-    flush();
+    return write_slice(std::max<std::size_t>(options_.flush_slice, 1));
   } catch (const std::exception& e) {  // never let the history take the broker down
     spdlog::warn("task tracker: writing the task history failed: {}", e.what());
+    round_open_ = false;  // the next round goes on from where this one stopped
+    return false;
   }
 }
 
 void TaskTracker::flush() {
+  round_open_ = true;
+  round_end_ = dirty_tasks_.size();  // an open round goes on from where it is
+  write_slice(SIZE_MAX);
+}
+
+bool TaskTracker::write_slice(std::size_t max_records) {
   if (!store_) {
     dirty_tasks_.clear();
     dirty_types_.clear();
     dirty_workers_.clear();
     deleted_tasks_.clear();
     deleted_workers_.clear();
-    return;
+    round_done_ = round_end_ = 0;
+    round_open_ = false;
+    return false;
   }
-  if (dirty_tasks_.empty() && dirty_types_.empty() && dirty_workers_.empty() && deleted_tasks_.empty() &&
-      deleted_workers_.empty())
-    return;
   std::string& key = key_;
-  // Deletes first: an id evicted and then seen again within one interval is re-written.
+  // Deletes first: an id evicted and then seen again is written again after
+  // it. Every delete pending is for a record evicted before any task that now
+  // holds its id began, and that task is written in this slice or a later one.
   for (const std::string& id : deleted_tasks_)
     store_->delete_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(id));
   for (const std::string& h : deleted_workers_)
     store_->delete_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey).append(h));
-  for (const DirtyTask& d : dirty_tasks_) {
+  bool wrote = !deleted_tasks_.empty() || !deleted_workers_.empty();
+  deleted_tasks_.clear();
+  deleted_workers_.clear();
+  for (std::size_t written = 0; round_done_ < round_end_ && written < max_records; ++round_done_) {
+    const DirtyTask& d = dirty_tasks_[round_done_];
     TaskRecord& t = records_[d.record];
     if (t.seq != d.seq) continue;  // evicted since
     t.dirty = false;
     t.stored = true;
     write_task_record(value_, t);
     store_->put_meta(store::MetaKind::kGeneric, key.assign(kTaskKey).append(t.id), value_);
+    ++written;
+    wrote = true;
   }
-  for (const std::string& name : dirty_types_) {
-    if (auto it = types_.find(name); it != types_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kTypeKey).append(name), dump(stats_to_json(it->second)));
+  const bool more = round_done_ < round_end_;
+  if (!more) {  // the round's end: names and hostnames, and the tasks marked since wait for the next
+    dirty_tasks_.erase(dirty_tasks_.begin(), dirty_tasks_.begin() + static_cast<std::ptrdiff_t>(round_end_));
+    round_done_ = round_end_ = 0;
+    round_open_ = false;
+    for (const std::string& name : dirty_types_) {
+      if (auto it = types_.find(name); it != types_.end())
+        store_->put_meta(store::MetaKind::kGeneric, key.assign(kTypeKey).append(name), dump(stats_to_json(it->second)));
+    }
+    for (const std::string& h : dirty_workers_) {
+      if (auto it = workers_.find(h); it != workers_.end())
+        store_->put_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey).append(h), dump(worker_to_json(it->second)));
+    }
+    wrote = wrote || !dirty_types_.empty() || !dirty_workers_.empty();
+    dirty_types_.clear();
+    dirty_workers_.clear();
   }
-  for (const std::string& h : dirty_workers_) {
-    if (auto it = workers_.find(h); it != workers_.end())
-      store_->put_meta(store::MetaKind::kGeneric, key.assign(kWorkerKey).append(h), dump(worker_to_json(it->second)));
+  if (wrote) {
+    store_->commit_later([](store::Status s) {
+      if (!s.ok()) spdlog::warn("task tracker: writing the task history failed: {}", s.to_string());
+    });
   }
-  dirty_tasks_.clear();
-  dirty_types_.clear();
-  dirty_workers_.clear();
-  deleted_tasks_.clear();
-  deleted_workers_.clear();
-  store_->commit_later([](store::Status s) {
-    if (!s.ok()) spdlog::warn("task tracker: writing the task history failed: {}", s.to_string());
-  });
+  return more;
 }
 
 // ---- views ------------------------------------------------------------------

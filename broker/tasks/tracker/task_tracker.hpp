@@ -134,9 +134,14 @@ struct TrackerOptions {
   // Args, results, errors and tracebacks are cut to this many bytes: enough to
   // read on a dashboard, small enough that a huge argument cannot bloat the store.
   std::size_t max_text_bytes = 4096;
-  // Writes to the store are coalesced to one batch per interval (a task that
+  // Writes to the store are coalesced to one round per interval (a task that
   // goes PENDING -> RECEIVED -> SUCCESS within it is written once).
   double flush_interval_s = 1.0;
+  // A round is written this many task records at a time, each slice its own
+  // turn of the event loop: under load a round holds every task in the
+  // history (about 0.8 us each), and written at once it would stall the
+  // broker's loop for as long as 17 ms.
+  std::size_t flush_slice = 512;
 };
 
 struct TaskQuery {
@@ -167,9 +172,15 @@ class TaskTracker {
   // A task message (on_publish returned true) went to a consumer.
   void on_delivered(std::string_view encoded_properties, double now);
 
-  // Called from the broker's timer; writes what changed once per flush interval.
-  void tick(double now);
-  // Writes what changed now (shutdown).
+  // Called from the broker's timer: once per flush interval, starts a round
+  // that writes what changed, and writes its first slice. True while the
+  // round has more to write: call flush_slice() again, on a later turn of
+  // the event loop.
+  bool tick(double now);
+  // The open round's next slice; true while more is left. Nothing when no
+  // round is open (flush() finished it, say).
+  bool flush_slice();
+  // Writes what changed now, whole (shutdown).
   void flush();
 
   // ---- views for the HTTP API (JSON as served) -----------------------------
@@ -242,16 +253,23 @@ class TaskTracker {
   std::uint64_t evicted_ = 0;
   std::uint64_t malformed_ = 0;
   std::uint64_t results_seen_ = 0, events_seen_ = 0;
-  // What flush() writes: tasks (an entry whose record holds another seq by
-  // then was evicted), names and hostnames changed since the last flush.
+  // Writes the deletes pending and up to max_records of the round's tasks.
+  bool write_slice(std::size_t max_records);
+
+  // What a round writes: tasks (an entry whose record holds another seq by
+  // then was evicted), names and hostnames changed since the last round.
   struct DirtyTask {
     std::uint64_t seq;
     std::uint32_t record;  // position in records_
   };
   std::vector<DirtyTask> dirty_tasks_;
+  // The open round writes dirty_tasks_[round_done_, round_end_); tasks marked
+  // after it began wait past round_end_ for the next one.
+  bool round_open_ = false;
+  std::size_t round_done_ = 0, round_end_ = 0;
   std::unordered_set<std::string> dirty_types_, dirty_workers_;
   std::vector<std::string> deleted_tasks_, deleted_workers_;
-  std::string key_, value_;  // flush()'s buffers, reused
+  std::string key_, value_;  // write_slice()'s buffers, reused
   double last_flush_ = 0;
 };
 
