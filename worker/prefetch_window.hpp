@@ -51,19 +51,32 @@ class PrefetchWindow {
   // falls by orders of magnitude) or to base. A steady load thus sends no
   // basic.qos, and a task waits in the reserve at most about 4 x budget.
   bool update(std::uint64_t finished, double elapsed) {
+    if (ramp(finished, elapsed)) return true;
     if (budget_ <= 0 || elapsed <= 0) return false;
     span_finished_ += finished;
     span_elapsed_ += elapsed;
-    if (const std::size_t ramp = target(finished, elapsed); ramp >= size_ * 4) {
-      restart_span();  // what was measured at the smaller window says little about the larger one
-      return set(ramp);
-    }
     if (span_elapsed_ < kSpan * (1 - 1e-9)) return false;
     const std::size_t t = target(span_finished_, span_elapsed_);
     restart_span();
     if (t > size_ && t * 4 >= size_ * 5) return set(t);
     if (t < size_ && (t == base_ || t * 4 <= size_)) return set(t);
     return false;
+  }
+
+  // The ramp alone: grows the window at once when `finished` tasks in
+  // `elapsed` seconds ask for four times it or more (the same rule update()
+  // applies first). The worker asks as soon as twice the window has finished
+  // within an interval, rather than at its end: a ramp from Celery's window
+  // then takes a fraction of a ms per step, not a tick. Twice, so that the
+  // measurement holds a round trip for more tasks, not only the tasks the
+  // worker held when the interval began. True when size() changed; the
+  // caller then starts a new interval.
+  bool ramp(std::uint64_t finished, double elapsed) {
+    if (budget_ <= 0 || elapsed <= 0) return false;
+    const std::size_t t = target(finished, elapsed);
+    if (t < size_ * 4) return false;
+    restart_span();  // what was measured at the smaller window says little about the larger one
+    return set(t);
   }
 
   // Back to base (a new connection: what was measured no longer tells about

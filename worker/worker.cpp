@@ -410,6 +410,19 @@ void Worker::on_window_tick() {
   if (window_.size() < before) release_excess();
 }
 
+// Twice the window finished before the tick: the window may be what bounds
+// the rate, so the ramp rule is applied now (PrefetchWindow::ramp). The
+// timer keeps its expiry: the interval that ends then is measured from here.
+void Worker::ramp_window() {
+  const auto now = std::chrono::steady_clock::now();
+  const std::size_t before = window_.size();
+  if (!window_.ramp(processed_ - processed_at_tick_, std::chrono::duration<double>(now - tick_start_).count())) return;
+  processed_at_tick_ = processed_;
+  tick_start_ = now;
+  spdlog::debug("prefetch window {} -> {} ({} held), before the tick", before, window_.size(), held_);
+  update_qos();
+}
+
 // The window shrank (long tasks came after short ones): the tasks this worker
 // has not started beyond it go back to the broker, so that another worker can
 // start them now. They were never started, so this runs nothing twice.
@@ -488,6 +501,7 @@ void Worker::on_done(JobDone done) {
   Job& job = it->second;
   auto& r = done.result;
   ++processed_;
+  if (window_ticking_ && processed_ - processed_at_tick_ == 2 * window_.size()) ramp_window();
   ++totals_[job.task->name];
   if (r.state == task::State::kRetry) {
     spdlog::info("task {}[{}] retry in {}s: {}", job.task->name, job.task->id, done.retry_countdown, r.error_message);

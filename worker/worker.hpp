@@ -73,6 +73,7 @@ class Worker {
   void update_qos();
   void tick_window();
   void on_window_tick();
+  void ramp_window();
   void release_excess();
   void on_connection_lost();
   void maybe_finish_shutdown();

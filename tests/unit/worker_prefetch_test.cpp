@@ -107,3 +107,23 @@ TEST_CASE("one short interval grows it fourfold or more; anything else is judged
   CHECK(w.update(0, 0.005));        // 25 ms: 10 finished -> base
   CHECK(w.size() == 8);
 }
+
+TEST_CASE("ramp() applies the fourfold rule alone, at any point of an interval") {
+  PrefetchWindow w(8, 0.010);
+  CHECK_FALSE(w.ramp(16, 0.008));  // 2,000 tasks/s: 20, less than four times 8
+  CHECK(w.size() == 8);
+  CHECK(w.ramp(16, 0.0004));  // 40,000 tasks/s over 0.4 ms: 400
+  CHECK(w.size() == 400);
+  CHECK_FALSE(w.ramp(800, 0.0055));  // 1,455: less than four times 400
+  CHECK(w.size() == 400);
+  CHECK(w.ramp(800, 0.005));  // 1,600: four times
+  CHECK(w.size() == 1600);
+  // It restarts the span: what was measured before the growth is not judged on.
+  PrefetchWindow v(8, 0.010);
+  CHECK_FALSE(v.update(0, 0.02));  // 20 ms with nothing finished (a shrink would be due at 25)
+  CHECK(v.ramp(16, 0.0002));       // 800
+  CHECK_FALSE(v.update(0, 0.005));  // only 5 ms since the growth
+  CHECK(v.size() == 800);
+  CHECK_FALSE(PrefetchWindow(8, 0.0).ramp(1000, 0.0001));  // no budget: the window stays at base
+  CHECK_FALSE(w.ramp(1000, 0.0));
+}
