@@ -17,7 +17,8 @@
 // grows at once when one interval alone asks for four times the window or
 // more. That is the window bounding the rate (a burst of short tasks
 // arriving at Celery's window asks for ten times it), which a few
-// milliseconds of noise does not mimic.
+// milliseconds of noise does not mimic. The worker applies that rule alone
+// (ramp()) as soon as twice the window has finished, before the interval ends.
 #pragma once
 
 #include <algorithm>
