@@ -318,11 +318,15 @@ void Channel::send_content(const Message& msg) {
   amqp::write_content(host_.out(), id_, msg.properties(), msg.body(), host_.frame_max());
 }
 
+// Queues with x-delivery-limit count deliveries as RabbitMQ's quorum queues
+// do: a redelivery carries x-delivery-count = earlier deliveries.
+bool Channel::counts_deliveries(const Queue* q, const QueueEntry& e) {
+  return q != nullptr && q->args().delivery_limit && e.delivery_count > 1;
+}
+
 void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
   if (e.msg->task) host_.env().task_delivered(*e.msg);
-  // Queues with x-delivery-limit count deliveries as RabbitMQ's quorum queues
-  // do: a redelivery carries x-delivery-count = earlier deliveries.
-  if (q != nullptr && q->args().delivery_limit && e.delivery_count > 1) {
+  if (counts_deliveries(q, e)) {
     try {
       amqp::BasicProperties p = amqp::decode_properties(e.msg->properties());
       if (!p.headers) p.headers.emplace();
@@ -426,8 +430,14 @@ void Channel::deliver(Consumer& c, QueueEntry&& e) {
   const std::uint64_t tag = next_tag_++;
   const Message& msg = *e.msg;
   SPDLOG_TRACE("conn {} ch {}: deliver '{}' tag {} to {}", host_.connection_id(), id_, msg.routing_key(), tag, c.tag);
-  send(amqp::BasicDeliver{c.tag, tag, e.redelivered, msg.exchange(), msg.routing_key()});
-  send_delivery_content(c.queue.get(), e);
+  const amqp::BasicDeliver method{c.tag, tag, e.redelivered, msg.exchange(), msg.routing_key()};
+  if (counts_deliveries(c.queue.get(), e)) {
+    send(method);
+    send_delivery_content(c.queue.get(), e);
+  } else {  // the common case: the method and the content as published, in one write
+    if (msg.task) host_.env().task_delivered(msg);
+    amqp::write_delivery(host_.out(), id_, method, msg.properties(), msg.body(), host_.frame_max());
+  }
   if (c.no_ack) {
     if (c.queue) c.queue->discard(e);
     return;

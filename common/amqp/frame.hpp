@@ -67,6 +67,14 @@ template <typename Chunks>
 void write_content_chunks(std::string& out, std::uint16_t channel, std::string_view encoded_properties,
                           std::uint64_t body_size, const Chunks& chunks, std::uint32_t frame_max);
 
+// Appends a whole delivery: the basic.deliver method frame, the content
+// header and the body; the same bytes as write_method(out, channel, m) then
+// write_content(out, channel, encoded_properties, body, frame_max). A body
+// that fits one frame (nearly all) is written in place after a single resize,
+// rather than by some twenty appends: this is the broker's per-delivery path.
+void write_delivery(std::string& out, std::uint16_t channel, const BasicDeliver& m,
+                    std::string_view encoded_properties, std::string_view body, std::uint32_t frame_max);
+
 void write_heartbeat(std::string& out);
 
 }  // namespace mb::amqp

@@ -15,6 +15,7 @@
 // [x] write_content_chunks with arbitrary chunking (empty chunks too) produces identical bytes
 // [x] empty body: a header frame and no body frame
 // [x] frame_max below 9 in the writers (no room for a payload byte) still terminates
+// [x] write_delivery (the broker's fused writer) equals write_method + write_content
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -378,5 +379,45 @@ TEST_CASE("a frame_max with no room for payload still terminates, one byte per b
     const std::vector<Frame> frames = split(out, 0);
     REQUIRE(frames.size() == 4);
     CHECK(body_of(frames) == "abc");
+  }
+}
+
+TEST_CASE("write_delivery writes the same bytes as write_method(basic.deliver) then write_content") {
+  const std::string long_name(300, 'k');  // past a shortstr: cut to 255 by both
+  const std::string props = encode_properties([] {
+    BasicProperties p;
+    p.content_type = "application/json";
+    p.delivery_mode = 2;
+    p.headers.emplace();
+    p.headers->set("id", std::string("0f3a"));
+    return p;
+  }());
+  struct Case {
+    std::uint16_t channel;
+    std::string_view tag, exchange, routing_key, properties;
+    std::size_t body_size;
+    std::uint32_t frame_max;
+    bool redelivered;
+  };
+  const Case cases[] = {
+      {1, "amq.ctag-1", "", "celery", props, 100, 131072, false},
+      {65535, "t", "amq.topic", "a.b.c", "", 0, 131072, true},   // no body frame
+      {7, "", "", "", props, 4096 - 8, 4096, false},              // the body fills one frame exactly
+      {7, "c", "x", "r", props, 4096 - 7, 4096, false},           // one byte more: two body frames
+      {2, long_name, long_name, long_name, props, 10000, 4096, true},
+      {3, "c", "x", "r", "", 70000, 0, false},                    // frame_max 0: no limit
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.body_size);
+    CAPTURE(c.frame_max);
+    std::string body(c.body_size, '\0');
+    for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>('a' + i % 26);
+    const BasicDeliver m{c.tag, 0x0102030405060708ULL, c.redelivered, c.exchange, c.routing_key};
+    std::string expected = "prefix";  // appended after what the buffer held
+    write_method(expected, c.channel, m);
+    write_content(expected, c.channel, c.properties, body, c.frame_max);
+    std::string got = "prefix";
+    write_delivery(got, c.channel, m, c.properties, body, c.frame_max);
+    CHECK(got == expected);
   }
 }
