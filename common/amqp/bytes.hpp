@@ -37,6 +37,17 @@ class UnknownMethod : public DecodeError {
   std::uint16_t method_id_;
 };
 
+// Stores v big-endian at p, which has room for it (Writer's, and the fused
+// delivery writer's, which fills a buffer sized beforehand).
+template <typename T>
+void store_be(char* p, T v) {
+  for (std::size_t i = 0; i < sizeof(T); ++i) p[i] = static_cast<char>(v >> (8 * (sizeof(T) - 1 - i)));
+}
+
+// A shortstr longer than 255 bytes is a programming error on our side; it is
+// truncated rather than producing an undecodable frame.
+inline std::string_view clip_shortstr(std::string_view s) { return s.size() > 255 ? s.substr(0, 255) : s; }
+
 class Reader {
  public:
   explicit Reader(std::string_view data) : data_(data) {}
@@ -106,10 +117,8 @@ class Writer {
   void f64(double v) { u64(std::bit_cast<std::uint64_t>(v)); }
   void raw(std::string_view b) { out_.append(b); }
 
-  // A shortstr longer than 255 bytes is a programming error on our side; it is
-  // truncated rather than producing an undecodable frame.
   void shortstr(std::string_view s) {
-    if (s.size() > 255) s = s.substr(0, 255);
+    s = clip_shortstr(s);
     u8(static_cast<std::uint8_t>(s.size()));
     raw(s);
   }
@@ -130,7 +139,7 @@ class Writer {
   template <typename T>
   void store(T v) {
     char b[sizeof(T)];
-    for (std::size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<char>(v >> (8 * (sizeof(T) - 1 - i)));
+    store_be(b, v);
     out_.append(b, sizeof(T));
   }
 

@@ -75,7 +75,7 @@ class Placer {
   void u8(std::uint8_t v) { *p_++ = static_cast<char>(v); }
   template <typename T>
   void be(T v) {
-    for (std::size_t i = 0; i < sizeof(T); ++i) p_[i] = static_cast<char>(v >> (8 * (sizeof(T) - 1 - i)));
+    store_be(p_, v);
     p_ += sizeof(T);
   }
   void bytes(std::string_view b) {
@@ -91,14 +91,10 @@ class Placer {
     be(channel);
     be(static_cast<std::uint32_t>(size));
   }
-  char* at() const { return p_; }
 
  private:
   char* p_;
 };
-
-// As Writer::shortstr: longer than 255 is cut (a bug of ours, never a peer's).
-std::string_view clip_shortstr(std::string_view s) { return s.size() > 255 ? s.substr(0, 255) : s; }
 
 }  // namespace
 
