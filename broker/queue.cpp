@@ -466,8 +466,10 @@ void Queue::add_consumer(Consumer* c) {
   if (args_.single_active_consumer) {
     consumers_.push_back(c);
   } else {
-    auto pos = std::find_if(consumers_.begin(), consumers_.end(),
-                            [c](const Consumer* x) { return x->priority < c->priority; });
+    // After the last of equal or higher priority: a binary search, so that
+    // the thousandth consumer of a queue does not visit the other 999.
+    auto pos = std::upper_bound(consumers_.begin(), consumers_.end(), c->priority,
+                                [](auto priority, const Consumer* x) { return priority > x->priority; });
     consumers_.insert(pos, c);
   }
   hooks_->wake(*this);
@@ -482,7 +484,9 @@ bool Queue::remove_consumer(Consumer* c) {
 }
 
 bool Queue::has_exclusive_consumer() const {
-  return std::any_of(consumers_.begin(), consumers_.end(), [](const Consumer* c) { return c->exclusive; });
+  // basic.consume admits an exclusive consumer only to a queue without
+  // consumers, and no other while it is there: it can only be alone.
+  return consumers_.size() == 1 && consumers_.front()->exclusive;
 }
 
 }  // namespace mb::broker

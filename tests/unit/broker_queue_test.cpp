@@ -467,6 +467,14 @@ TEST_CASE("consumers of equal priority keep round robin among themselves") {
   f.consume(*q, "b", 3);
   for (auto m : {"1", "2", "3", "4"}) f.put(*q, m);
   CHECK(f.sink.tags() == Strings{"a", "b", "a", "b"});
+  // Kept by priority, highest first, in registration order within a level.
+  f.consume(*q, "negative", -1);
+  f.consume(*q, "c", 3);
+  f.consume(*q, "high", 7);
+  f.consume(*q, "low2", 0);
+  Strings order;
+  for (const Consumer* c : q->consumers()) order.push_back(c->tag);
+  CHECK(order == Strings{"high", "a", "b", "c", "low", "low2", "negative"});
 }
 
 TEST_CASE("single active consumer: one consumer at a time, failover on removal") {
