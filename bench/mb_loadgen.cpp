@@ -13,6 +13,8 @@
 //   mb_loadgen fanout      [--queues N] [--duration S]
 //   mb_loadgen backlog     [--count N] [--size B] [--window N]
 //   mb_loadgen connections [--count N] [--threads T]
+//   mb_loadgen connections-null [--count N] [--threads T]
+//                          (the same against a null broker forked from this process)
 //   mb_loadgen tasks       [--count N] [--task bench.add] [--queue celery] [--window N]
 //                          (Celery protocol 2 client: for Celery workers and miniworker)
 //   mb_loadgen probe       (one handshake; exit status 0 if it succeeded)
@@ -982,7 +984,7 @@ std::string run_backlog(const Opts& o) {
 }
 
 // Connections: --count connections, each with a channel and a consumer on a shared queue.
-std::string run_connections(const Opts& o) {
+std::string run_connections(const Opts& o, const char* scenario = "connections") {
   long pid = o.integer("broker-pid", 0);
   int count = int(o.integer("count", 1000));
   int nthreads = std::max(1, int(o.integer("threads", 1)));
@@ -1041,7 +1043,7 @@ std::string run_connections(const Opts& o) {
     if (err.empty()) err = std::string("cleanup: ") + e.what();
   }
   Json j;
-  j.s("scenario", "connections").b("ok", err.empty());
+  j.s("scenario", scenario).b("ok", err.empty());
   if (!err.empty()) j.s("error", err);
   j.i("count", count)
       .i("opened", opened.load())
@@ -1544,13 +1546,14 @@ std::string run_selftest(const Opts& o0) {
 }
 
 // ---------------------------------------------------------------- null broker
-// A reference for the latency scenario: the same client code against a null
-// broker, which answers the handshake and the few methods the scenario sends,
-// and turns each publish into a delivery to the one consumer (method frame
-// rewritten, content frames copied) with one send() per batch of input; acks
-// are read and dropped. No queue, no routing, no allocation per message: what
-// is left is two loopback TCP hops and the wake-ups of three processes. It is
-// not a strict lower bound: minibroker measured lower than it in some runs.
+// A reference for the latency and connections scenarios: the same client code
+// against a null broker, which answers the handshake and the few methods the
+// scenarios send, and turns each publish into a delivery to the one consumer
+// (method frame rewritten, content frames copied) with one send() per batch of
+// input; acks are read and dropped. No queue, no routing, no allocation per
+// message: what is left is the loopback TCP hops and the wake-ups of the
+// processes. It is not a strict lower bound: minibroker measured lower than it
+// in some runs.
 
 struct NullConn {
   int fd = -1;
@@ -1590,7 +1593,7 @@ struct NullConn {
         int one = 1;
         ::setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conns[cfd].fd = cfd;
-        conns[cfd].in.resize(1 << 16);
+        conns[cfd].in.resize(4096);  // grown below for a larger frame
         ev.data.fd = cfd;
         ::epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev);
         continue;
@@ -1652,29 +1655,32 @@ struct NullConn {
       }
       std::memmove(c.in.data(), c.in.data() + pos, c.have - pos);
       c.have -= pos;
-      for (auto& [ofd, oc] : conns)
-        if (!oc.out.empty()) {
-          write_all(ofd, oc.out.data(), oc.out.size());
-          oc.out.clear();
+      // Only this connection's replies and the consumer's deliveries are ever
+      // pending: no walk over every connection per read.
+      for (NullConn* oc : {&c, dst})
+        if (oc != nullptr && !oc->out.empty()) {
+          write_all(oc->fd, oc->out.data(), oc->out.size());
+          oc->out.clear();
         }
       if (closing) drop(fd);
     }
   }
 }
 
-// The latency scenario against the null broker: same options, same JSON, with
-// "scenario":"latency_null"; broker_cpu is the null broker's.
-std::string run_latency_null(const Opts& o0) {
+// Runs a scenario against a null broker forked from this process: same options,
+// same JSON under its own scenario name; broker_cpu is the null broker's.
+template <class Scenario>
+std::string with_null_broker(const Opts& o0, Scenario run) {
   int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t al = sizeof a;
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(lfd, 16) ||
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) || ::listen(lfd, 128) ||
       ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &al))
-    throw std::runtime_error("latency_null: cannot listen");
+    throw std::runtime_error("null broker: cannot listen");
   pid_t child = ::fork();  // before any thread of this process starts
-  if (child < 0) throw std::runtime_error("latency_null: fork failed");
+  if (child < 0) throw std::runtime_error("null broker: fork failed");
   if (child == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     null_broker(lfd);
@@ -1688,7 +1694,7 @@ std::string run_latency_null(const Opts& o0) {
     pid_t pid;
     ~Reap() { ::kill(pid, SIGKILL), ::waitpid(pid, nullptr, 0); }
   } reap{child};
-  return run_latency(o, "latency_null");
+  return run(o);
 }
 
 // The null broker alone, on --port, until killed (to run it as the brokers are run).
@@ -1729,8 +1735,8 @@ void raise_nofile() {
 int usage() {
   std::fprintf(stderr,
                "usage: mb_loadgen SCENARIO [--key value]...\n"
-               "scenarios: transient persistent latency latency-null null-broker fanout backlog connections tasks probe\n"
-               "           selftest\n"
+               "scenarios: transient persistent latency latency-null null-broker fanout backlog connections\n"
+               "           connections-null tasks probe selftest\n"
                "common: --host --port --user --password --vhost --broker-pid\n"
                "see the comment at the top of bench/mb_loadgen.cpp for each scenario's options\n");
   return 2;
@@ -1758,7 +1764,10 @@ int main(int argc, char** argv) {
     else if (sc == "persistent") out = run_throughput(o, "persistent", true, false);
     else if (sc == "fanout") out = run_throughput(o, "fanout", false, true);
     else if (sc == "latency") out = run_latency(o);
-    else if (sc == "latency-null") out = run_latency_null(o);
+    else if (sc == "latency-null")
+      out = with_null_broker(o, [](const Opts& no) { return run_latency(no, "latency_null"); });
+    else if (sc == "connections-null")
+      out = with_null_broker(o, [](const Opts& no) { return run_connections(no, "connections_null"); });
     else if (sc == "null-broker") run_null_broker(o);
     else if (sc == "backlog") out = run_backlog(o);
     else if (sc == "connections") out = run_connections(o);
