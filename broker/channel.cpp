@@ -318,26 +318,27 @@ void Channel::send_content(const Message& msg) {
   amqp::write_content(host_.out(), id_, msg.properties(), msg.body(), host_.frame_max());
 }
 
-// Queues with x-delivery-limit count deliveries as RabbitMQ's quorum queues
-// do: a redelivery carries x-delivery-count = earlier deliveries.
-bool Channel::counts_deliveries(const Queue* q, const QueueEntry& e) {
-  return q != nullptr && q->args().delivery_limit && e.delivery_count > 1;
+// The encoded properties a delivery (or get-ok) carries: as published, except
+// that queues with x-delivery-limit count deliveries as RabbitMQ's quorum
+// queues do, and a redelivery carries x-delivery-count = earlier deliveries
+// (re-encoded into `counted`).
+std::string_view Channel::delivered_properties(const Queue* q, const QueueEntry& e, std::string& counted) {
+  if (q == nullptr || !q->args().delivery_limit || e.delivery_count <= 1) return e.msg->properties();
+  try {
+    amqp::BasicProperties p = amqp::decode_properties(e.msg->properties());
+    if (!p.headers) p.headers.emplace();
+    p.headers->set("x-delivery-count", static_cast<std::int64_t>(e.delivery_count - 1));
+    counted = amqp::encode_properties(p);
+    return counted;
+  } catch (const amqp::DecodeError&) {
+    return e.msg->properties();  // unparseable headers: the properties as published
+  }
 }
 
 void Channel::send_delivery_content(const Queue* q, const QueueEntry& e) {
   if (e.msg->task) host_.env().task_delivered(*e.msg);
-  if (counts_deliveries(q, e)) {
-    try {
-      amqp::BasicProperties p = amqp::decode_properties(e.msg->properties());
-      if (!p.headers) p.headers.emplace();
-      p.headers->set("x-delivery-count", static_cast<std::int64_t>(e.delivery_count - 1));
-      amqp::write_content(host_.out(), id_, amqp::encode_properties(p), e.msg->body(), host_.frame_max());
-      return;
-    } catch (const amqp::DecodeError&) {
-      // Unparseable headers: deliver the properties as published.
-    }
-  }
-  send_content(*e.msg);
+  std::string counted;
+  amqp::write_content(host_.out(), id_, delivered_properties(q, e, counted), e.msg->body(), host_.frame_max());
 }
 
 // ---- consuming --------------------------------------------------------------
@@ -430,14 +431,10 @@ void Channel::deliver(Consumer& c, QueueEntry&& e) {
   const std::uint64_t tag = next_tag_++;
   const Message& msg = *e.msg;
   SPDLOG_TRACE("conn {} ch {}: deliver '{}' tag {} to {}", host_.connection_id(), id_, msg.routing_key(), tag, c.tag);
-  const amqp::BasicDeliver method{c.tag, tag, e.redelivered, msg.exchange(), msg.routing_key()};
-  if (counts_deliveries(c.queue.get(), e)) {
-    send(method);
-    send_delivery_content(c.queue.get(), e);
-  } else {  // the common case: the method and the content as published, in one write
-    if (msg.task) host_.env().task_delivered(msg);
-    amqp::write_delivery(host_.out(), id_, method, msg.properties(), msg.body(), host_.frame_max());
-  }
+  if (msg.task) host_.env().task_delivered(msg);
+  std::string counted;  // stays empty (no allocation) unless the queue counts deliveries
+  amqp::write_delivery(host_.out(), id_, {c.tag, tag, e.redelivered, msg.exchange(), msg.routing_key()},
+                       delivered_properties(c.queue.get(), e, counted), msg.body(), host_.frame_max());
   if (c.no_ack) {
     if (c.queue) c.queue->discard(e);
     return;

@@ -116,7 +116,7 @@ class Channel : public ConsumerSink, public std::enable_shared_from_this<Channel
   }
   void send_content(const Message& msg);
   void send_delivery_content(const Queue* q, const QueueEntry& e);
-  static bool counts_deliveries(const Queue* q, const QueueEntry& e);
+  static std::string_view delivered_properties(const Queue* q, const QueueEntry& e, std::string& counted);
 
   void on_publish(const amqp::BasicPublish& m);
   void finish_publish();
